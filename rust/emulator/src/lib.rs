@@ -1,0 +1,1 @@
+//! Placeholder: the emulator crate is built out in its own modules.
