@@ -1,0 +1,1 @@
+//! Placeholder: built out in its own modules.
