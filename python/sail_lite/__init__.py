@@ -1,4 +1,77 @@
-"""sail-lite: a fast TokenCompleter for sampling Tinker RL rollouts on Sail."""
-from sail_lite._core import __version__
+"""sail-lite: a fast, dependency-free tinker-cookbook TokenCompleter for sampling RL rollouts
+on Sail, with a Rust core.
 
-__all__ = ["__version__"]
+``import sail_lite`` imports neither tinker, tinker-cookbook nor torch: the completer classes
+(which subclass tinker-cookbook's ``TokenCompleter``) load on first access.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sail_lite._core import __version__
+from sail_lite.errors import (
+    MissingDependencyError,
+    ProtocolError,
+    SailAPIStatusError,
+    SailArgumentError,
+    SailAuthenticationError,
+    SailConnectionError,
+    SailError,
+    SailEventLoopError,
+    SailProtocolError,
+    SailRateLimitError,
+    SailResponseCancelledError,
+    SailResponseError,
+    SailResponseExpiredError,
+    SailResponseFailedError,
+    SailTimeoutError,
+)
+
+if TYPE_CHECKING:
+    from sail_lite.completer import OpenAICompatibleTokenCompleter, SailTokenCompleter
+
+__all__ = [
+    "__version__",
+    "SailTokenCompleter",
+    "OpenAICompatibleTokenCompleter",
+    "engine_metrics",
+    "MissingDependencyError",
+    "ProtocolError",
+    "SailAPIStatusError",
+    "SailArgumentError",
+    "SailAuthenticationError",
+    "SailConnectionError",
+    "SailError",
+    "SailEventLoopError",
+    "SailProtocolError",
+    "SailRateLimitError",
+    "SailResponseCancelledError",
+    "SailResponseError",
+    "SailResponseExpiredError",
+    "SailResponseFailedError",
+    "SailTimeoutError",
+]
+
+_LAZY = {
+    "SailTokenCompleter": "sail_lite.completer",
+    "OpenAICompatibleTokenCompleter": "sail_lite.completer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sail_lite' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def engine_metrics() -> dict[str, int]:
+    """Process-wide counters of the Rust engine: HTTP requests, retries, samples, cancels."""
+    from sail_lite._core import engine_metrics as _metrics
+
+    return dict(_metrics())

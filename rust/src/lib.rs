@@ -1,10 +1,28 @@
+//! `sail_lite._core`: the Rust engine behind sail-lite.
+//!
+//! Pure modules (no Python): `retry`, `poll_schedule`, `decode`, `request_body`,
+//! `sample_error`, `hub`, `engine`, `sampler`. Binding modules: `py_api`, `emulator_py`.
+
 use pyo3::prelude::*;
 
+pub mod decode;
+pub mod engine;
+pub mod hub;
+pub mod poll_schedule;
+pub mod request_body;
+pub mod retry;
+pub mod sample_error;
+pub mod sampler;
+
+#[cfg(feature = "emulator")]
 mod emulator_py;
+mod py_api;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    py_api::register(m)?;
+    #[cfg(feature = "emulator")]
     emulator_py::register(m)?;
     Ok(())
 }

@@ -1,0 +1,138 @@
+"""Argument checks shared by the completers. Every failure is a SailArgumentError that names
+the argument and what was expected, raised before any request is made."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from sail_lite.errors import SailArgumentError
+
+MAX_PROMPT_TOKENS = 2_000_000
+MAX_TOKEN_ID = 2**31 - 1
+
+
+def require_str(name: str, value: Any, *, allow_empty: bool = False) -> str:
+    if not isinstance(value, str) or (not allow_empty and not value.strip()):
+        raise SailArgumentError(name, "a non-empty string", value)
+    return value
+
+
+def optional_str(name: str, value: Any) -> str | None:
+    return None if value is None else require_str(name, value)
+
+
+def positive_int(name: str, value: Any, *, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (maximum is not None and value > maximum):
+        bound = f"an int >= 1" if maximum is None else f"an int in 1..{maximum}"
+        raise SailArgumentError(name, bound, value)
+    return value
+
+
+def non_negative_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SailArgumentError(name, "an int >= 0", value)
+    return value
+
+
+def number_in(name: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+        raise SailArgumentError(name, f"a number in [{low:g}, {high:g}]", value)
+    return float(value)
+
+
+def optional_seconds(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise SailArgumentError(name, "a positive number of seconds or None", value)
+    return float(value)
+
+
+def string_metadata(name: str, value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SailArgumentError(name, "a dict of str -> str", value)
+    out: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not key:
+            raise SailArgumentError(name, "non-empty string keys", key)
+        if not isinstance(item, str):
+            raise SailArgumentError(f"{name}[{key!r}]", "a string value (Sail metadata values are strings)", item)
+        out[key] = item
+    return out
+
+
+def adapter_config_json(value: Any) -> str:
+    """The adapter config as compact JSON with sorted keys, as Sail expects it."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise SailArgumentError("adapter_config", "a JSON object (dict or JSON string)", f"invalid JSON: {exc.msg}") from None
+    if not isinstance(value, Mapping):
+        raise SailArgumentError("adapter_config", "a JSON object (dict or JSON string)", type(value).__name__)
+    try:
+        return json.dumps(dict(value), separators=(",", ":"), sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise SailArgumentError("adapter_config", "JSON-serialisable values", str(exc)) from None
+
+
+def prompt_tokens(model_input: Any) -> list[int]:
+    """Token ids from a tinker ModelInput, anything with to_ints(), or a list of ints.
+    (Element types and ranges are checked in Rust while copying, in the same pass.)"""
+    if isinstance(model_input, list):
+        tokens = model_input
+    else:
+        to_ints = getattr(model_input, "to_ints", None)
+        if to_ints is None:
+            if not isinstance(model_input, tuple):
+                raise SailArgumentError(
+                    "model_input", "a tinker.ModelInput, an object with to_ints(), or a list of token ids", type(model_input).__name__
+                )
+            tokens = list(model_input)
+        else:
+            try:
+                tokens = to_ints()
+            except (ValueError, TypeError) as exc:
+                raise SailArgumentError("model_input", "token chunks only (no images)", str(exc)) from None
+    if not tokens:
+        raise SailArgumentError("model_input", "a non-empty prompt", "0 tokens")
+    return tokens
+
+
+def normalise_stop(stop: Any) -> tuple[list[str] | None, list[int] | None]:
+    """A stop condition as (strings, token ids): a string, a list of strings, a token id,
+    or a list of token ids."""
+    if stop is None:
+        return None, None
+    if isinstance(stop, str):
+        if not stop:
+            raise SailArgumentError("stop", "a non-empty stop string", stop)
+        return [stop], None
+    if isinstance(stop, int) and not isinstance(stop, bool):
+        if not 0 <= stop <= MAX_TOKEN_ID:
+            raise SailArgumentError("stop", "a token id in 0..2**31-1", stop)
+        return None, [stop]
+    if not isinstance(stop, (list, tuple)):
+        raise SailArgumentError("stop", "a string, a list of strings, a token id or a list of token ids", type(stop).__name__)
+    if not stop:
+        return None, None
+    if all(isinstance(s, str) for s in stop):
+        if any(not s for s in stop):
+            raise SailArgumentError("stop", "non-empty stop strings", stop)
+        return list(stop), None
+    if all(isinstance(t, int) and not isinstance(t, bool) for t in stop):
+        if any(not 0 <= t <= MAX_TOKEN_ID for t in stop):
+            raise SailArgumentError("stop", "token ids in 0..2**31-1", stop)
+        return None, list(stop)
+    raise SailArgumentError("stop", "all strings or all token ids (not a mix)", stop)
+
+
+def redact_url(url: str) -> str:
+    """scheme://host/path with the query (the signature) removed, for reprs."""
+    head, _, query = url.partition("?")
+    return head + ("?<redacted>" if query else "")

@@ -1,0 +1,266 @@
+//! The Python-facing classes of `sail_lite._core`: `SamplerClient` (one per completer
+//! configuration) and `CompletionHub` (one per event loop). Validation of user arguments
+//! lives in Python; this layer only checks what it must to stay memory-safe and typed.
+
+use crate::engine::{self, HttpClientKey};
+use crate::hub::{Completion, Hub};
+use crate::poll_schedule::PollSchedule;
+use crate::request_body::{SamplingDefaults, Stop};
+use crate::retry::RetryPolicy;
+use crate::sampler::{self, Protocol, SampleJob, Sampler, SamplerConfig};
+use pyo3::exceptions::{PyOSError, PyRuntimeError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyList, PyTuple, PyType};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Sail's limit on prompt length, enforced before any request is made.
+const MAX_PROMPT_TOKENS: usize = 2_000_000;
+const MAX_TOKEN_ID: i64 = (1 << 31) - 1;
+
+static ARGUMENT_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// A `sail_lite.errors.SailArgumentError` naming the argument.
+fn argument_error(py: Python<'_>, argument: &str, expected: &str, got: Option<Bound<'_, PyAny>>) -> PyErr {
+    match ARGUMENT_ERROR.import(py, "sail_lite.errors", "SailArgumentError") {
+        Ok(cls) => match cls.call1((argument, expected, got)) {
+            Ok(instance) => PyErr::from_value(instance),
+            Err(e) => e,
+        },
+        Err(e) => e,
+    }
+}
+
+fn secs(name: &str, v: Option<f64>) -> PyResult<Option<Duration>> {
+    match v {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(_) => Err(pyo3::exceptions::PyValueError::new_err(format!("{name}: expected a positive number of seconds"))),
+    }
+}
+
+#[pyclass(frozen, module = "sail_lite._core")]
+pub struct SamplerClient {
+    sampler: Arc<Sampler>,
+    http_key: HttpClientKey,
+}
+
+#[pymethods]
+impl SamplerClient {
+    #[new]
+    #[pyo3(signature = (*, protocol, base_url, api_key, model, temperature, top_p, request_logprobs, metadata,
+        completion_window, timeout=None, poll_timeout=None, max_retries=8, max_connections=256, ca_bundle=None,
+        poll_first=None, poll_growth=None, poll_cap=None, retry_base=None, retry_cap=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        protocol: &str,
+        base_url: String,
+        api_key: Option<String>,
+        model: String,
+        temperature: f64,
+        top_p: f64,
+        request_logprobs: bool,
+        metadata: BTreeMap<String, String>,
+        completion_window: String,
+        timeout: Option<f64>,
+        poll_timeout: Option<f64>,
+        max_retries: u32,
+        max_connections: usize,
+        ca_bundle: Option<String>,
+        poll_first: Option<f64>,
+        poll_growth: Option<f64>,
+        poll_cap: Option<f64>,
+        retry_base: Option<f64>,
+        retry_cap: Option<f64>,
+    ) -> PyResult<Self> {
+        let protocol = match protocol {
+            "responses" => Protocol::Responses,
+            "completions" => Protocol::Completions,
+            other => return Err(pyo3::exceptions::PyValueError::new_err(format!("protocol: unknown {other:?}"))),
+        };
+        let origin = reqwest::Url::parse(&base_url)
+            .map_err(|_| pyo3::exceptions::PyValueError::new_err("base_url: expected an http(s) URL"))?
+            .origin()
+            .ascii_serialization();
+        let mut poll = PollSchedule::for_window(&completion_window);
+        if let Some(f) = secs("poll_first", poll_first)? {
+            poll.first = f;
+        }
+        if let Some(c) = secs("poll_cap", poll_cap)? {
+            poll.cap = c;
+        }
+        if let Some(g) = poll_growth {
+            poll.growth = g.clamp(1.0001, 10.0);
+        }
+        let mut retry = RetryPolicy { max_retries, ..RetryPolicy::default() };
+        if let Some(b) = secs("retry_base", retry_base)? {
+            retry.base = b;
+        }
+        if let Some(c) = secs("retry_cap", retry_cap)? {
+            retry.cap = c;
+        }
+        let config = SamplerConfig {
+            protocol,
+            base_url,
+            api_key,
+            defaults: SamplingDefaults { model, temperature, top_p, request_logprobs, metadata },
+            completion_window,
+            attempt_timeout: secs("timeout", timeout)?,
+            sample_timeout: secs("poll_timeout", poll_timeout)?,
+            retry,
+            poll,
+        };
+        let sampler = Sampler::new(config).map_err(pyo3::exceptions::PyValueError::new_err)?;
+        let http_key = HttpClientKey { origin, ca_bundle, max_connections: max_connections.max(1) };
+        Ok(SamplerClient { sampler: Arc::new(sampler), http_key })
+    }
+
+    /// Start one sample; its completion arrives through `hub`'s pipe under `request_id`.
+    #[pyo3(signature = (hub, request_id, prompt, max_tokens, stop_strings=None, stop_token_ids=None))]
+    fn submit(
+        &self,
+        py: Python<'_>,
+        hub: &CompletionHub,
+        request_id: u64,
+        prompt: &Bound<'_, PyAny>,
+        max_tokens: u32,
+        stop_strings: Option<Vec<String>>,
+        stop_token_ids: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let prompt = token_ids(py, "model_input", prompt, 1, MAX_PROMPT_TOKENS)?;
+        let stop = match (stop_strings, stop_token_ids) {
+            (Some(s), _) if !s.is_empty() => Stop::Strings(s),
+            (_, Some(ids)) => Stop::TokenIds(token_ids(py, "stop", ids, 0, 10_000)?),
+            _ => Stop::None,
+        };
+        let engine = engine::engine().map_err(PyRuntimeError::new_err)?;
+        let pool = engine.http_pool(&self.http_key).map_err(pyo3::exceptions::PyValueError::new_err)?;
+        let cancel = hub
+            .inner
+            .register(request_id)
+            .ok_or_else(|| PyRuntimeError::new_err("this event loop's completion hub is closed"))?;
+        let job = SampleJob { request_id, prompt, max_tokens, stop };
+        engine.runtime.spawn(sampler::run(engine, pool, self.sampler.clone(), hub.inner.clone(), job, cancel));
+        Ok(())
+    }
+
+    fn __repr__(&self) -> String {
+        // Never the key: only what identifies the configuration.
+        let c = &self.sampler.config;
+        format!("SamplerClient(protocol={:?}, origin={:?}, model={:?})", c.protocol, self.http_key.origin, c.defaults.model)
+    }
+}
+
+/// Read a Python sequence of ints as token ids, with a typed error naming `argument`.
+fn token_ids(py: Python<'_>, argument: &str, seq: &Bound<'_, PyAny>, min_len: usize, max_len: usize) -> PyResult<Vec<u32>> {
+    let expected_ids = "token ids: ints in 0..2**31-1";
+    let list = match seq.cast::<PyList>() {
+        Ok(l) => l.clone(),
+        Err(_) => PyList::new(py, seq.try_iter().map_err(|_| argument_error(py, argument, "a list of token ids", None))?.collect::<PyResult<Vec<_>>>()?)?,
+    };
+    let n = list.len();
+    if n < min_len || n > max_len {
+        let expected = format!("between {min_len} and {max_len} token ids");
+        return Err(argument_error(py, argument, &expected, Some(n.into_pyobject(py)?.into_any())));
+    }
+    let mut out = Vec::with_capacity(n);
+    for item in list.iter() {
+        match item.extract::<i64>() {
+            Ok(v) if (0..=MAX_TOKEN_ID).contains(&v) && !item.is_instance_of::<pyo3::types::PyBool>() => out.push(v as u32),
+            _ => return Err(argument_error(py, argument, expected_ids, Some(item))),
+        }
+    }
+    Ok(out)
+}
+
+#[pyclass(frozen, module = "sail_lite._core")]
+pub struct CompletionHub {
+    inner: Arc<Hub>,
+}
+
+#[pymethods]
+impl CompletionHub {
+    #[new]
+    fn new() -> PyResult<Self> {
+        let hub = Hub::new().map_err(|e| PyOSError::new_err(format!("could not create the completion pipe: {e}")))?;
+        Ok(CompletionHub { inner: Arc::new(hub) })
+    }
+
+    /// The pipe end to watch with `loop.add_reader`.
+    #[getter]
+    fn fd(&self) -> i32 {
+        self.inner.read_fd()
+    }
+
+    /// Everything finished since the last drain, as tuples
+    /// `(request_id, tokens, logprobs, stop_reason, response_id, error, retries)`;
+    /// `error` is `(kind, message, status, code, response_id, attempts)` or None.
+    fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let done = self.inner.take();
+        let out = PyList::empty(py);
+        for c in done {
+            out.append(completion_tuple(py, c)?)?;
+        }
+        Ok(out)
+    }
+
+    fn cancel(&self, request_id: u64) {
+        self.inner.cancel(request_id);
+    }
+
+    fn in_flight(&self) -> usize {
+        self.inner.in_flight()
+    }
+
+    /// Cancel all in-flight samples of this hub and close its pipe.
+    fn close(&self) {
+        self.inner.close();
+    }
+}
+
+fn completion_tuple<'py>(py: Python<'py>, c: Completion) -> PyResult<Bound<'py, PyTuple>> {
+    let none = || py.None().into_bound(py);
+    let retries = c.stats.retries.into_pyobject(py)?.into_any();
+    let id = c.request_id.into_pyobject(py)?.into_any();
+    match c.result {
+        Ok(out) => {
+            let tokens = PyList::new(py, &out.sample.tokens)?.into_any();
+            let logprobs = match &out.sample.logprobs {
+                Some(lps) => PyList::new(py, lps)?.into_any(),
+                None => none(),
+            };
+            let stop = pyo3::types::PyString::new(py, out.sample.stop_reason.as_str()).into_any();
+            let rid = match &out.response_id {
+                Some(r) => r.into_pyobject(py)?.into_any(),
+                None => none(),
+            };
+            PyTuple::new(py, [id, tokens, logprobs, stop, rid, none(), retries])
+        }
+        Err(e) => {
+            let err = (e.kind.as_str(), e.message, e.status, e.code, e.response_id.clone(), e.attempts).into_pyobject(py)?.into_any();
+            let rid = e.response_id.into_pyobject(py)?.into_any();
+            PyTuple::new(py, [id, none(), none(), none(), rid, err, retries])
+        }
+    }
+}
+
+/// Process-wide engine counters (for summaries and tests).
+#[pyfunction]
+fn engine_metrics(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    if let Ok(e) = engine::engine() {
+        for (k, v) in e.metrics.snapshot() {
+            d.set_item(k, v)?;
+        }
+    }
+    Ok(d)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<SamplerClient>()?;
+    m.add_class::<CompletionHub>()?;
+    m.add_function(wrap_pyfunction!(engine_metrics, m)?)?;
+    Ok(())
+}
