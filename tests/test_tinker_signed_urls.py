@@ -435,7 +435,8 @@ def test_checkpoint_refreshed() -> None:
 
 
 def test_checkpoint_pickles() -> None:
-    ck = _checkpoint(600)
+    store = _store(EXTERNAL)
+    ck = run(resolve_tinker_checkpoint(Tinker038RestClientDouble(store), EXTERNAL))
     again = pickle.loads(pickle.dumps(ck))
     assert again.url == ck.url and again.expires_at == ck.expires_at and dict(again.files) == dict(ck.files)
 

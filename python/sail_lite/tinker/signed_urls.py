@@ -26,7 +26,6 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, Final, Literal, NoReturn
 
 from sail_lite.errors import SailArgumentError, SailError
@@ -497,7 +496,7 @@ def _checkpoint_from_result(
         resolved_at=now,
         valid_until=valid_until,
         source=source,
-        files=MappingProxyType(files),
+        files=files,
         ttl_seconds=ttl_seconds,
     )
 
