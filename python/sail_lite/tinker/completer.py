@@ -62,6 +62,10 @@ async def sail_completer_for_checkpoint(
     - ``completer_kwargs``: the rest of ``SailTokenCompleter``'s arguments (``model``,
       ``max_tokens``, ``temperature``, ``completion_window`` ...); ``lora`` and
       ``tinker_lora_signed_url`` are the wrapper's to set
+    - ``refresh_margin_seconds``: how long before expiry a URL is replaced (capped at half the
+      URL's lifetime). Sail downloads the adapter when it schedules the request, so for slow
+      completion windows (``standard``, ``flex``) use a margin longer than the expected wait; a
+      URL the server reports as expired anyway is re-resolved and the sample retried once
     - ``completer_cls``: what to build instead of ``sail_lite.SailTokenCompleter`` (tests)
     - ``clock``: epoch-seconds clock (defaults to ``time.time``), for tests
     """
