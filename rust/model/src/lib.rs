@@ -1,1 +1,66 @@
-//! Placeholder: built out in its own modules.
+//! The small *real* language model behind the sail-lite emulator.
+//!
+//! # The model
+//! [`NgramModel`] is a byte-level 4-gram model: token ids `0..=255` are raw bytes and
+//! [`EOT_TOKEN`] (256) ends a document. The next-token distribution conditions on the last
+//! three tokens and uses Witten-Bell interpolation down to trigram, bigram and unigram
+//! statistics, mixed with a small uniform floor so that every token has non-zero probability.
+//! Every distribution is precomputed when the model is built (see [`ngram`] for details), so
+//! sampling a token costs one table lookup plus either a binary search (plain sampling) or
+//! one pass over the 257 logits (temperature, top-p or an adapter).
+//!
+//! The default model ([`NgramModel::default_model`]) is trained on `corpus.txt`, a small
+//! embedded English text (prose, simple Q/A lines and single-digit sums), in which blank
+//! lines separate documents.
+//!
+//! # Log-probabilities
+//! Every sampled token comes with the natural log of its probability under the distribution
+//! it was *actually drawn from*: the model distribution after temperature scaling and top-p
+//! (nucleus) truncation and renormalisation, with the adapter's logit bias applied first.
+//! [`NgramModel::next_token_distribution`] returns that same distribution, so for every
+//! sampled token `logprob == ln(next_token_distribution(..)[token])`. Greedy decoding
+//! (temperature 0) draws from a point mass, so its logprob is always `0.0`.
+//!
+//! # Adapters
+//! An [`Adapter`] is a validated PEFT LoRA adapter. Its `lora_B x lora_A` weights are folded
+//! into a per-token logit bias that is added to the model's log-probabilities before
+//! temperature and top-p; see [`adapter`] for how.
+//!
+//! The crate does no I/O: archives and configs are parsed from bytes handed to it.
+
+pub mod adapter;
+mod archive;
+mod math;
+pub mod ngram;
+mod rng;
+mod safetensors;
+pub mod sampling;
+pub mod shaping;
+mod testdata;
+
+pub use adapter::{parse_adapter_config, Adapter, AdapterConfig, AdapterError};
+pub use ngram::NgramModel;
+pub use sampling::{Sample, SamplingParams, StopReason};
+pub use testdata::{make_test_adapter_config, make_test_archive, make_test_safetensors};
+
+/// The end-of-text token: ends a document, and a sample (with [`StopReason::Stop`]).
+pub const EOT_TOKEN: u32 = 256;
+/// Number of token ids the model can produce: 256 bytes plus [`EOT_TOKEN`].
+pub const VOCAB_SIZE: usize = 257;
+/// The largest LoRA rank `r` an adapter for this base model may have.
+pub const MAX_LORA_RANK: u32 = 32;
+
+/// Decode token ids to text: ids `0..=255` are UTF-8 bytes (invalid sequences become U+FFFD);
+/// [`EOT_TOKEN`] and any other id above 255 are dropped.
+pub fn decode_text(tokens: &[u32]) -> String {
+    let bytes: Vec<u8> = tokens.iter().filter(|&&t| t < 256).map(|&t| t as u8).collect();
+    match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(err) => String::from_utf8_lossy(err.as_bytes()).into_owned(),
+    }
+}
+
+/// Encode text as token ids: one id per UTF-8 byte.
+pub fn encode_text(text: &str) -> Vec<u32> {
+    text.bytes().map(u32::from).collect()
+}
