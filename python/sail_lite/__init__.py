@@ -31,7 +31,7 @@ from sail_lite.errors import (
 if TYPE_CHECKING:
     from sail_lite.completer import OpenAICompatibleTokenCompleter, SailTokenCompleter
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - grouped by topic
     "__version__",
     "SailTokenCompleter",
     "OpenAICompatibleTokenCompleter",
@@ -56,7 +56,32 @@ __all__ = [
 _LAZY = {
     "SailTokenCompleter": "sail_lite.completer",
     "OpenAICompatibleTokenCompleter": "sail_lite.completer",
+    # Tinker helpers: import-light, but loaded on first use to keep `import sail_lite` minimal.
+    **{
+        name: "sail_lite.tinker"
+        for name in (
+            "get_tinker_checkpoint_signed_url_async",
+            "sail_completer_for_checkpoint",
+            "resolve_tinker_checkpoint",
+            "TinkerCheckpoint",
+            "parse_tinker_path",
+            "TinkerPath",
+            "load_adapter_config",
+            "adapter_config_json",
+            "validate_openai_model",
+            "openai_base_url",
+            "openai_client_kwargs",
+            "TinkerCheckpointError",
+            "SignedUrlUnavailableError",
+            "SignedUrlExpiredError",
+            "TinkerPathError",
+            "AdapterConfigError",
+        )
+    },
 }
+
+
+__all__ += [name for name, module in _LAZY.items() if module == "sail_lite.tinker"]
 
 
 def __getattr__(name: str) -> Any:
