@@ -18,8 +18,9 @@ test: test-rust test-python
 test-rust:
 	$(CARGO) test --workspace --release
 
+# Long soaks are behind the `soak` marker (run by `make soak`).
 test-python: build
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not soak"
 
 soak: build
 	$(PY) -m pytest -q -m soak tests
