@@ -1,13 +1,12 @@
 //! The small *real* language model behind the sail-lite emulator.
 //!
 //! # The model
-//! [`NgramModel`] is a byte-level 4-gram model: token ids `0..=255` are raw bytes and
+//! [`NgramModel`] is a byte-level 5-gram model: token ids `0..=255` are raw bytes and
 //! [`EOT_TOKEN`] (256) ends a document. The next-token distribution conditions on the last
-//! three tokens and uses Witten-Bell interpolation down to trigram, bigram and unigram
-//! statistics, mixed with a small uniform floor so that every token has non-zero probability.
-//! Every distribution is precomputed when the model is built (see [`ngram`] for details), so
-//! sampling a token costs one table lookup plus either a binary search (plain sampling) or
-//! one pass over the 257 logits (temperature, top-p or an adapter).
+//! four tokens and uses Witten-Bell interpolation down through shorter histories to the
+//! unigram statistics, mixed with a small uniform floor so that every token has non-zero
+//! probability. Every distribution is precomputed when the model is built (see [`ngram`]),
+//! so drawing a token costs a few hash lookups and a binary search in a cumulative table.
 //!
 //! The default model ([`NgramModel::default_model`]) is trained on `corpus.txt`, a small
 //! embedded English text (prose, simple Q/A lines and single-digit sums), in which blank

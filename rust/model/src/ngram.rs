@@ -1,4 +1,4 @@
-//! The byte-level 4-gram model and its precomputed distribution tables.
+//! The byte-level n-gram model and its precomputed distribution tables.
 //!
 //! # Training
 //! The corpus is split into documents at blank lines (`"\n\n"`); each document's bytes are
@@ -19,8 +19,9 @@
 //! about 2.4e-7 per token), and those masses *are* the model's probabilities.
 //!
 //! # Tables
-//! One distribution is stored per context: every 3-symbol history seen at least
-//! [`MIN_LONGEST_CONTEXT_COUNT`] times, every 2- and 1-symbol history, and the empty one.
+//! One distribution is stored per context: every history of 3 to [`CONTEXT_LEN`] symbols
+//! seen at least [`MIN_LONG_CONTEXT_COUNT`] times, every 2- and 1-symbol history, and the
+//! empty one.
 //! A lookup uses the longest stored suffix of the current history, so rare or unseen
 //! histories (including unknown token ids in a prompt) back off to shorter ones.
 
@@ -35,31 +36,31 @@ use crate::{EOT_TOKEN, VOCAB_SIZE};
 pub(crate) const PROB_ONE: u32 = 1 << 31;
 /// The smallest mass of any token in any context (the uniform floor): 512 / 2^31.
 pub const FLOOR_MASS: u32 = 512;
-/// 3-symbol histories seen fewer times than this back off to their 2-symbol suffix; this
-/// keeps the table small and stops the model reciting single corpus occurrences verbatim.
-pub const MIN_LONGEST_CONTEXT_COUNT: u32 = 2;
+/// How many previous tokens the model conditions on (an n-gram model with n = this + 1).
+pub const CONTEXT_LEN: usize = 4;
+/// Histories of 3 or more symbols seen fewer times than this back off to a shorter suffix;
+/// this keeps the tables small and stops the model reciting one-off corpus passages.
+pub const MIN_LONG_CONTEXT_COUNT: u32 = 2;
 
-/// Symbols a history can hold: the 256 bytes, then these two.
-const SYMBOLS: usize = 258;
+// A history holds 258 symbols: the 256 bytes, then these two.
 /// Before the start of a document (and right after an [`EOT_TOKEN`]).
 const BOUNDARY: u16 = 256;
 /// A prompt token id that is neither a byte nor EOT: never seen in training.
 const UNKNOWN: u16 = 257;
-const NO_TABLE: u32 = u32::MAX;
 
 static DEFAULT_CORPUS: &[u8] = include_bytes!("../corpus.txt");
 
-/// The last three symbols of a token stream, oldest first.
+/// The last [`CONTEXT_LEN`] symbols of a token stream, oldest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct History([u16; 3]);
+pub(crate) struct History([u16; CONTEXT_LEN]);
 
 impl History {
-    pub(crate) const START: History = History([BOUNDARY; 3]);
+    pub(crate) const START: History = History([BOUNDARY; CONTEXT_LEN]);
 
     /// The history at the end of `tokens`: only tokens after the last EOT count.
     pub(crate) fn after(tokens: &[u32]) -> History {
         let mut history = History::START;
-        for &token in &tokens[tokens.len().saturating_sub(3)..] {
+        for &token in &tokens[tokens.len().saturating_sub(CONTEXT_LEN)..] {
             history.push(token);
         }
         history
@@ -71,32 +72,39 @@ impl History {
             *self = History::START;
         } else {
             let symbol = if token < 256 { token as u16 } else { UNKNOWN };
-            self.0 = [self.0[1], self.0[2], symbol];
+            self.0.copy_within(1.., 0);
+            self.0[CONTEXT_LEN - 1] = symbol;
         }
     }
 
+    /// The last `k` symbols packed 9 bits each, the newest in the low bits.
     #[inline]
-    fn key3(&self) -> u32 {
-        (u32::from(self.0[0]) << 18) | (u32::from(self.0[1]) << 9) | u32::from(self.0[2])
-    }
-
-    #[inline]
-    fn key2(&self) -> usize {
-        usize::from(self.0[1]) * SYMBOLS + usize::from(self.0[2])
+    fn key(&self, k: usize) -> u64 {
+        self.0[CONTEXT_LEN - k..].iter().fold(0u64, |key, &s| (key << SYMBOL_BITS) | u64::from(s))
     }
 }
 
-/// A byte-level 4-gram language model with every next-token distribution precomputed.
+/// Bits per symbol in a packed history key (258 symbols fit in 9 bits).
+const SYMBOL_BITS: u32 = 9;
+
+/// The key of the newest `k` symbols of a packed key.
+fn suffix_key(key: u64, k: usize) -> u64 {
+    key & ((1u64 << (SYMBOL_BITS as usize * k)) - 1)
+}
+
+type TableIndex = HashMap<u64, u32, BuildHasherDefault<MulHasher>>;
+
+/// A byte-level n-gram model with every next-token distribution precomputed.
 ///
-/// Immutable after construction, so one model can be shared by any number of threads.
+/// Immutable after construction (apart from an internal cache), so one model can be
+/// shared by any number of threads.
 pub struct NgramModel {
     /// `cdf[t * VOCAB_SIZE + i]` = sum of the masses of tokens `0..=i` in table `t`.
     cdf: Vec<u32>,
     /// `logp[t * VOCAB_SIZE + i]` = ln(mass_i / 2^31), the model's log-probability.
     logp: Vec<f32>,
-    by_last3: HashMap<u32, u32, BuildHasherDefault<MulHasher>>,
-    by_last2: Vec<u32>,
-    by_last1: [u32; SYMBOLS],
+    /// `by_length[k - 1]` maps a packed `k`-symbol history to its table.
+    by_length: Vec<TableIndex>,
     unigram_table: u32,
     /// Reshaped tables for recent sampling settings (see [`crate::shaping`]).
     shaped: ShapedCache,
@@ -111,8 +119,7 @@ impl std::fmt::Debug for NgramModel {
 impl NgramModel {
     /// Train a model on `corpus` (any bytes; blank lines separate documents).
     pub fn from_corpus(corpus: &[u8]) -> NgramModel {
-        let counts = Counts::from_corpus(corpus);
-        counts.into_model()
+        Counts::from_corpus(corpus).into_model()
     }
 
     /// The model trained on the embedded corpus, built on first use and shared afterwards.
@@ -126,19 +133,13 @@ impl NgramModel {
         self.cdf.len() / VOCAB_SIZE
     }
 
-    /// The table to use after `history`: the longest stored suffix.
+    /// The table to use after `history`: that of its longest stored suffix.
     #[inline]
     pub(crate) fn table_for(&self, history: &History) -> usize {
-        if let Some(&t) = self.by_last3.get(&history.key3()) {
-            return t as usize;
-        }
-        let t = self.by_last2[history.key2()];
-        if t != NO_TABLE {
-            return t as usize;
-        }
-        let t = self.by_last1[usize::from(history.0[2])];
-        if t != NO_TABLE {
-            return t as usize;
+        for k in (1..=CONTEXT_LEN).rev() {
+            if let Some(&t) = self.by_length[k - 1].get(&history.key(k)) {
+                return t as usize;
+            }
         }
         self.unigram_table as usize
     }
@@ -182,35 +183,20 @@ type Followers = Box<[u32; VOCAB_SIZE]>;
 /// N-gram counts at every order, the training-time representation.
 struct Counts {
     unigram: [u32; VOCAB_SIZE],
-    /// Keyed by the last symbol.
-    last1: HashMap<u16, Followers>,
-    /// Keyed by `History::key2`.
-    last2: HashMap<usize, Followers>,
-    /// Keyed by `History::key3`.
-    last3: HashMap<u32, Followers>,
-}
-
-fn add(map_entry: &mut Followers, token: u32) {
-    map_entry[token as usize] += 1;
+    /// `by_length[k - 1]`: follower counts keyed by packed `k`-symbol histories.
+    by_length: Vec<HashMap<u64, Followers>>,
 }
 
 impl Counts {
     fn from_corpus(corpus: &[u8]) -> Counts {
-        let mut counts = Counts {
-            unigram: [0; VOCAB_SIZE],
-            last1: HashMap::new(),
-            last2: HashMap::new(),
-            last3: HashMap::new(),
-        };
-        let empty = || Box::new([0u32; VOCAB_SIZE]);
+        let mut counts = Counts { unigram: [0; VOCAB_SIZE], by_length: vec![HashMap::new(); CONTEXT_LEN] };
         for document in split_documents(corpus) {
             let mut history = History::START;
-            let tokens = document.iter().map(|&b| u32::from(b)).chain([EOT_TOKEN]);
-            for token in tokens {
+            for token in document.iter().map(|&b| u32::from(b)).chain([EOT_TOKEN]) {
                 counts.unigram[token as usize] += 1;
-                add(counts.last1.entry(history.0[2]).or_insert_with(empty), token);
-                add(counts.last2.entry(history.key2()).or_insert_with(empty), token);
-                add(counts.last3.entry(history.key3()).or_insert_with(empty), token);
+                for (k, level) in (1..=CONTEXT_LEN).zip(&mut counts.by_length) {
+                    level.entry(history.key(k)).or_insert_with(|| Box::new([0; VOCAB_SIZE]))[token as usize] += 1;
+                }
                 history.push(token);
             }
         }
@@ -219,57 +205,41 @@ impl Counts {
 
     fn into_model(self) -> NgramModel {
         let mut builder = TableBuilder::default();
-
         let unigram = interpolate(&self.unigram, &[1.0 / VOCAB_SIZE as f64; VOCAB_SIZE]);
         let unigram_table = builder.push(&unigram);
 
-        let mut by_last1 = [NO_TABLE; SYMBOLS];
-        let mut p1 = HashMap::new();
-        for (&symbol, followers) in &self.last1 {
-            let p = interpolate(followers, &unigram);
-            by_last1[usize::from(symbol)] = builder.push(&p);
-            p1.insert(symbol, p);
-        }
-
-        let mut by_last2 = vec![NO_TABLE; SYMBOLS * SYMBOLS];
-        let mut p2 = HashMap::new();
-        for (&key, followers) in &self.last2 {
-            let lower = &p1[&((key % SYMBOLS) as u16)];
-            let p = interpolate(followers, lower);
-            by_last2[key] = builder.push(&p);
-            p2.insert(key, p);
-        }
-
-        let mut by_last3 = HashMap::default();
-        // Sorted so table numbering (and thus memory layout) is reproducible.
-        let mut keys3: Vec<u32> = self.last3.keys().copied().collect();
-        keys3.sort_unstable();
-        for key in keys3 {
-            let followers = &self.last3[&key];
-            if followers.iter().sum::<u32>() < MIN_LONGEST_CONTEXT_COUNT {
-                continue;
+        let mut by_length = Vec::with_capacity(CONTEXT_LEN);
+        // Distributions of the previous (one shorter) history length, for interpolation.
+        let mut shorter: HashMap<u64, Box<[f64; VOCAB_SIZE]>> = HashMap::new();
+        for (k, level) in (1..=CONTEXT_LEN).zip(&self.by_length) {
+            let mut index = TableIndex::default();
+            let mut current = HashMap::new();
+            // Sorted so table numbering (and thus memory layout) is reproducible.
+            let mut keys: Vec<u64> = level.keys().copied().collect();
+            keys.sort_unstable();
+            for key in keys {
+                let followers = &level[&key];
+                if k >= 3 && followers.iter().sum::<u32>() < MIN_LONG_CONTEXT_COUNT {
+                    continue;
+                }
+                // A stored history's suffix is always stored: it was seen at least as often.
+                let lower = if k == 1 { &unigram } else { &*shorter[&suffix_key(key, k - 1)] };
+                let p = interpolate(followers, lower);
+                index.insert(key, builder.push(&p));
+                current.insert(key, Box::new(p));
             }
-            let lower = &p2[&suffix_key2(key)];
-            let p = interpolate(followers, lower);
-            by_last3.insert(key, builder.push(&p));
+            by_length.push(index);
+            shorter = current;
         }
 
         NgramModel {
             cdf: builder.cdf,
             logp: builder.logp,
-            by_last3,
-            by_last2,
-            by_last1,
+            by_length,
             unigram_table,
             shaped: ShapedCache::default(),
         }
     }
-}
-
-/// The `key2` of the last two symbols of a 3-symbol key.
-fn suffix_key2(key3: u32) -> usize {
-    let last2 = (key3 & ((1 << 18) - 1)) as usize;
-    (last2 >> 9) * SYMBOLS + (last2 & 511)
 }
 
 /// Witten-Bell: mix the empirical follower distribution with `lower` by the number of
@@ -386,20 +356,31 @@ mod tests {
         }
     }
 
+    fn padded(symbols: &[u16]) -> History {
+        let mut history = [BOUNDARY; CONTEXT_LEN];
+        history[CONTEXT_LEN - symbols.len()..].copy_from_slice(symbols);
+        History(history)
+    }
+
     #[test]
     fn history_keeps_tokens_after_last_eot() {
         assert_eq!(History::after(&[]), History::START);
-        assert_eq!(History::after(&[1, 2, 3, 4]), History([2, 3, 4]));
-        assert_eq!(History::after(&[1, 2, EOT_TOKEN, 4]), History([BOUNDARY, BOUNDARY, 4]));
+        let long: Vec<u32> = (1..=10).collect();
+        let tail: Vec<u16> = (11 - CONTEXT_LEN as u16..=10).collect();
+        assert_eq!(History::after(&long), padded(&tail));
+        assert_eq!(History::after(&[1, 2, EOT_TOKEN, 4]), padded(&[4]));
         assert_eq!(History::after(&[7, 8, EOT_TOKEN]), History::START);
-        assert_eq!(History::after(&[1, 999]), History([BOUNDARY, 1, UNKNOWN]));
+        assert_eq!(History::after(&[1, 999]), padded(&[1, UNKNOWN]));
     }
 
     #[test]
     fn unknown_history_backs_off_to_unigram() {
         let model = NgramModel::default_model();
-        let history = History([UNKNOWN, UNKNOWN, UNKNOWN]);
-        assert_eq!(model.table_for(&history), model.unigram_table as usize);
+        assert_eq!(model.table_for(&padded(&[b'a'.into(), UNKNOWN])), model.unigram_table as usize);
+        // An unknown id further back only shortens the usable history.
+        let th = padded(&[116, 104]);
+        let th_table = model.by_length[1][&th.key(2)] as usize;
+        assert_eq!(model.table_for(&History::after(&[999, 116, 104])), th_table);
     }
 
     #[test]
