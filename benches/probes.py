@@ -1,0 +1,110 @@
+"""What a benchmark process measures about itself (and the emulator process): CPU time, RSS,
+open sockets. Linux /proc and getrusage only, so the harness adds no dependency."""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+
+_PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process, all threads (including the Rust runtimes)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of another process (the emulator), all threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        # The command name (field 2) may hold spaces: split after its closing parenthesis.
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_SECOND
+
+
+def thread_cpu_seconds() -> dict[str, float]:
+    """CPU of this process's live threads, summed by thread name (the main Python thread,
+    the Rust runtime's workers, ...): where a client's CPU goes."""
+    by_name: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                head, tail = f.read().rsplit(")", 1)
+        except OSError:  # the thread ended
+            continue
+        name = head.split("(", 1)[1]
+        fields = tail.split()
+        by_name[name] = by_name.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / _TICKS_PER_SECOND
+    return by_name
+
+
+def peak_rss_kb() -> int:
+    """Peak resident set size of this process's whole life (ru_maxrss, KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def current_rss_kb() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * _PAGE_KB
+
+
+def open_sockets() -> int:
+    """Sockets this process holds now (TCP connections, listeners, eventfd-free socketpairs)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                count += 1
+        except OSError:  # closed between listdir and readlink
+            pass
+    return count
+
+
+def raise_fd_limit() -> int:
+    """Lift the soft open-files limit to the hard one, as a user with many sockets would."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+class PeakSampler:
+    """A background thread that samples RSS, open sockets and a caller-supplied in-flight count
+    every `interval` seconds and keeps the peaks. A thread, not a task: the event loop may be
+    too busy to sample when it matters most."""
+
+    def __init__(self, in_flight, interval: float = 0.05) -> None:
+        self._in_flight = in_flight
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="peak-sampler", daemon=True)
+        self.peak_rss_kb = current_rss_kb()
+        self.peak_sockets = 0
+        self.peak_in_flight = 0
+
+    def __enter__(self) -> "PeakSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._sample()
+
+    def _sample(self) -> None:
+        rss = current_rss_kb()
+        self.peak_rss_kb = max(self.peak_rss_kb, rss)
+        self.peak_sockets = max(self.peak_sockets, open_sockets())
+        self.peak_in_flight = max(self.peak_in_flight, self._in_flight())
+
+
+def now() -> float:
+    return time.perf_counter()
