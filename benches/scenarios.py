@@ -1,0 +1,119 @@
+"""What is measured: each scenario's sizes, emulator settings and clients, for the full run
+(`make bench`) and the reduced one (`make bench QUICK=1`). Everything is bounded in count
+and time: `max_seconds` stops a run (a stuck peer is reported as timed out), and a client
+process is killed `KILL_GRACE_SECONDS` after that."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+MODEL = "moonshotai/Kimi-K2.6"
+# The official SDK's default (it rejects "priority" as retired); sail-lite polls it on its
+# priority schedule. Every client sends the same window so the emulator treats them alike.
+WINDOW = "balanced"
+PROMPT_TOKENS = 512
+MAX_TOKENS = 64
+KILL_GRACE_SECONDS = 90
+
+# 10% 429 + 5% 5xx + 1% dropped connections, on creates and polls; half of the create faults
+# strike after the response was created (the case where a retry without an idempotency key
+# starts a duplicate sample).
+FAULTS = {"rate_429": 0.10, "rate_500": 0.02, "rate_502": 0.015, "rate_503": 0.015, "rate_drop": 0.01}
+
+ALL_CLIENTS = ["python-floor", "sail-lite", "sail-lite-completions", "aiohttp", "sail-sdk", "openai-sdk"]
+RESPONSES_CLIENTS = ["sail-lite", "aiohttp", "sail-sdk", "openai-sdk"]
+
+
+def fixed_latency(seconds: float) -> dict[str, Any]:
+    """Every window takes exactly `seconds` (no jitter), so completion time is known."""
+    if seconds == 0:
+        return {"scale": 0.0}
+    return {"scale": 1.0, "jitter": 0.0, "default_seconds": seconds, "windows": {WINDOW: seconds}}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    kind: str  # bench_client scenario: throughput | scale | poll | faults
+    title: str
+    clients: list[str]
+    n: int
+    max_seconds: float
+    latency_seconds: float = 0.0
+    concurrency: int = 0  # 0: all at once
+    warmup: int = 0
+    spacing: float = 0.0
+    faults: dict[str, Any] = field(default_factory=dict)
+    reps: int = 3
+    # Run every (client, rep) at the same time, each with its own emulator: for long, light
+    # runs (60 s poll latency) whose measurement is not CPU-sensitive.
+    parallel: bool = False
+    sample_interval: float = 0.25
+
+    def emulator_config(self, rep: int) -> dict[str, Any]:
+        config: dict[str, Any] = {"worker_threads": 2, "seed": rep, "latency": fixed_latency(self.latency_seconds)}
+        if self.faults:
+            config["faults"] = dict(self.faults)
+        return config
+
+    def client_spec(self, client: str) -> dict[str, Any]:
+        return {
+            "client": client,
+            "scenario": self.kind,
+            "model": MODEL,
+            "window": WINDOW,
+            "prompt_tokens": PROMPT_TOKENS,
+            "max_tokens": MAX_TOKENS,
+            "n": self.n,
+            "concurrency": self.concurrency or self.n,
+            "max_seconds": self.max_seconds,
+            "warmup": self.warmup,
+            "latency_seconds": self.latency_seconds,
+            "spacing": self.spacing,
+            "sample_interval": self.sample_interval,
+        }
+
+
+def full() -> list[Scenario]:
+    return [
+        Scenario("throughput", "throughput", "Throughput and client CPU", ALL_CLIENTS,
+                 n=20_000, concurrency=1_000, warmup=1_000, max_seconds=30),
+        Scenario("scale", "scale", "50,000 samples in flight", RESPONSES_CLIENTS,
+                 n=50_000, latency_seconds=5.0, max_seconds=120, sample_interval=0.05),
+        Scenario("poll-0.5s", "poll", "Poll overhead, 0.5 s responses", RESPONSES_CLIENTS,
+                 n=50, latency_seconds=0.5, spacing=0.01, max_seconds=60),
+        Scenario("poll-5s", "poll", "Poll overhead, 5 s responses", RESPONSES_CLIENTS,
+                 n=50, latency_seconds=5.0, spacing=0.01, max_seconds=65),
+        Scenario("poll-60s", "poll", "Poll overhead, 60 s responses", RESPONSES_CLIENTS,
+                 n=50, latency_seconds=60.0, spacing=0.01, max_seconds=120, parallel=True),
+        Scenario("faults", "faults", "Fault injection", RESPONSES_CLIENTS,
+                 n=5_000, concurrency=1_000, warmup=200, faults=FAULTS, max_seconds=60),
+    ]
+
+
+def quick() -> list[Scenario]:
+    return [
+        Scenario("throughput", "throughput", "Throughput and client CPU", ALL_CLIENTS,
+                 n=3_000, concurrency=500, warmup=300, max_seconds=10, reps=1),
+        Scenario("scale", "scale", "5,000 samples in flight", RESPONSES_CLIENTS,
+                 n=5_000, latency_seconds=2.0, max_seconds=40, reps=1, sample_interval=0.05),
+        Scenario("poll-0.5s", "poll", "Poll overhead, 0.5 s responses", RESPONSES_CLIENTS,
+                 n=20, latency_seconds=0.5, spacing=0.01, max_seconds=40, reps=1, parallel=True),
+        Scenario("poll-5s", "poll", "Poll overhead, 5 s responses", RESPONSES_CLIENTS,
+                 n=20, latency_seconds=5.0, spacing=0.01, max_seconds=45, reps=1, parallel=True),
+        Scenario("faults", "faults", "Fault injection", RESPONSES_CLIENTS,
+                 n=1_000, concurrency=500, warmup=100, faults=FAULTS, max_seconds=30, reps=1),
+    ]
+
+
+def smoke(clients: list[str]) -> list[Scenario]:
+    """Seconds, for tests/test_bench_smoke.py: the harness works end to end."""
+    return [
+        Scenario("throughput", "throughput", "Throughput (smoke)", clients,
+                 n=200, concurrency=50, warmup=20, max_seconds=10, reps=1),
+        Scenario("poll-0.2s", "poll", "Poll overhead (smoke)", [c for c in clients if c in RESPONSES_CLIENTS],
+                 n=5, latency_seconds=0.2, spacing=0.01, max_seconds=10, reps=1),
+        Scenario("faults", "faults", "Faults (smoke)", [c for c in clients if c in RESPONSES_CLIENTS],
+                 n=100, concurrency=50, faults=FAULTS, max_seconds=20, reps=1),
+    ]
