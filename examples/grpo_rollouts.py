@@ -8,6 +8,8 @@ With ``TINKER_API_KEY`` set it trains a LoRA on Tinker and, after every optimise
 the adapter and hands Sail a freshly resolved signed URL for it (``sail_completer_for_checkpoint``
 also re-resolves the URL by itself if a step outlives it). The task is the demo's toy arithmetic
 environment (``sail_lite.demo.toy_env``): up to three tries at a small sum, reward 1 when right.
+The training half also needs tinker-cookbook's full dependencies (``pip install tinker-cookbook``
+pulls in ``datasets`` and ``blobfile``, which its data processing imports).
 """
 
 from __future__ import annotations

@@ -344,17 +344,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
     prompt = args.prompt_tokens if args.text is None else list(args.text.encode())
     if not prompt:
         raise CliError("the prompt is empty: give --text with some text or --prompt-tokens", EXIT_USAGE_ERROR)
+    # Check the credentials before the slow import, so a missing key is reported at once.
+    credentials = None if args.emulator else _sail_credentials(args)
     if sys.stderr.isatty():
         print("loading tinker-cookbook...", file=sys.stderr, flush=True)
     _require_cookbook("sampling")
-    if args.emulator:
+    if credentials is None:
         from sail_lite.emulator import Emulator
 
         with Emulator(latency=0) as emulator:
             result, seconds = asyncio.run(_sample_once(args, emulator.base_url, emulator.api_key, prompt))
     else:
-        base_url, api_key = _sail_credentials(args)
-        result, seconds = asyncio.run(_sample_once(args, base_url, api_key, prompt))
+        result, seconds = asyncio.run(_sample_once(args, *credentials, prompt))
     _print_sample(args, result, seconds)
     return 0
 
