@@ -426,7 +426,7 @@ fn standardise(buckets: &[f64; VOCAB_SIZE]) -> ([f32; VOCAB_SIZE], bool) {
     let std = variance.sqrt();
     let mut bias = [0f32; VOCAB_SIZE];
     // Relative threshold: float noise in an all-zero-B adapter is not an update.
-    if !(std > 1e-12 * (1.0 + mean.abs())) {
+    if std.is_nan() || std <= 1e-12 * (1.0 + mean.abs()) {
         return (bias, false);
     }
     for (out, &v) in bias.iter_mut().zip(buckets) {
@@ -542,7 +542,7 @@ mod tests {
             Adapter::from_safetensors(&ints, &config(4), BASE),
             Err(AdapterError::UnsupportedDtype { .. })
         ));
-        let nan: Vec<u8> = std::iter::repeat(f32::NAN.to_le_bytes()).take(8).flatten().collect();
+        let nan: Vec<u8> = [f32::NAN.to_le_bytes(); 8].concat();
         let nans = crate::safetensors::serialize(
             &[("m.lora_A.weight".into(), "F32", vec![4, 2], nan), ("m.lora_B.weight".into(), "F32", vec![2, 4], f32s(8))],
             &[],

@@ -35,6 +35,7 @@ mod rng;
 mod safetensors;
 pub mod sampling;
 pub mod shaping;
+mod table;
 mod testdata;
 
 pub use adapter::{parse_adapter_config, Adapter, AdapterConfig, AdapterError};

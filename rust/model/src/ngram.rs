@@ -30,10 +30,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::OnceLock;
 
 use crate::shaping::ShapedCache;
+use crate::table::{MassTable, PROB_ONE};
 use crate::{EOT_TOKEN, VOCAB_SIZE};
 
-/// The quantised probability of 1: masses of one distribution sum to exactly this.
-pub(crate) const PROB_ONE: u32 = 1 << 31;
 /// The smallest mass of any token in any context (the uniform floor): 512 / 2^31.
 pub const FLOOR_MASS: u32 = 512;
 /// How many previous tokens the model conditions on (an n-gram model with n = this + 1).
@@ -99,10 +98,8 @@ type TableIndex = HashMap<u64, u32, BuildHasherDefault<MulHasher>>;
 /// Immutable after construction (apart from an internal cache), so one model can be
 /// shared by any number of threads.
 pub struct NgramModel {
-    /// `cdf[t * VOCAB_SIZE + i]` = sum of the masses of tokens `0..=i` in table `t`.
-    cdf: Vec<u32>,
-    /// `logp[t * VOCAB_SIZE + i]` = ln(mass_i / 2^31), the model's log-probability.
-    logp: Vec<f32>,
+    /// One distribution per stored history (and one for the empty history).
+    tables: Vec<MassTable>,
     /// `by_length[k - 1]` maps a packed `k`-symbol history to its table.
     by_length: Vec<TableIndex>,
     unigram_table: u32,
@@ -130,7 +127,7 @@ impl NgramModel {
 
     /// Number of precomputed distributions (contexts) in the model.
     pub fn table_count(&self) -> usize {
-        self.cdf.len() / VOCAB_SIZE
+        self.tables.len()
     }
 
     /// The table to use after `history`: that of its longest stored suffix.
@@ -148,33 +145,11 @@ impl NgramModel {
         &self.shaped
     }
 
+    /// The model's own distribution for `table`.
     #[inline]
-    pub(crate) fn cdf(&self, table: usize) -> &[u32] {
-        &self.cdf[table * VOCAB_SIZE..(table + 1) * VOCAB_SIZE]
+    pub(crate) fn table(&self, table: usize) -> &MassTable {
+        &self.tables[table]
     }
-
-    #[inline]
-    pub(crate) fn logp(&self, table: usize) -> &[f32] {
-        &self.logp[table * VOCAB_SIZE..(table + 1) * VOCAB_SIZE]
-    }
-
-    /// The model's own (untempered, unbiased) probabilities in `table`.
-    #[cfg(test)]
-    pub(crate) fn raw_probabilities(&self, table: usize) -> Vec<f64> {
-        probabilities(self.cdf(table))
-    }
-}
-
-/// Probabilities from cumulative masses (which sum to [`PROB_ONE`]).
-pub(crate) fn probabilities(cdf: &[u32]) -> Vec<f64> {
-    let mut previous = 0u32;
-    cdf.iter()
-        .map(|&c| {
-            let mass = c - previous;
-            previous = c;
-            f64::from(mass) / f64::from(PROB_ONE)
-        })
-        .collect()
 }
 
 /// Follower counts for one history.
@@ -233,8 +208,7 @@ impl Counts {
         }
 
         NgramModel {
-            cdf: builder.cdf,
-            logp: builder.logp,
+            tables: builder.tables,
             by_length,
             unigram_table,
             shaped: ShapedCache::default(),
@@ -262,23 +236,14 @@ fn interpolate(followers: &[u32; VOCAB_SIZE], lower: &[f64; VOCAB_SIZE]) -> [f64
 /// Accumulates quantised tables.
 #[derive(Default)]
 struct TableBuilder {
-    cdf: Vec<u32>,
-    logp: Vec<f32>,
+    tables: Vec<MassTable>,
 }
 
 impl TableBuilder {
     /// Quantise `p` and append it; returns the table index.
     fn push(&mut self, p: &[f64; VOCAB_SIZE]) -> u32 {
-        let masses = quantise(p);
-        let index = (self.cdf.len() / VOCAB_SIZE) as u32;
-        let mut running = 0u32;
-        for &mass in &masses {
-            running += mass;
-            self.cdf.push(running);
-            self.logp.push((f64::from(mass) / f64::from(PROB_ONE)).ln() as f32);
-        }
-        debug_assert_eq!(running, PROB_ONE);
-        index
+        self.tables.push(MassTable::from_masses(&quantise(p)));
+        (self.tables.len() - 1) as u32
     }
 }
 
@@ -346,13 +311,10 @@ mod tests {
         let model = NgramModel::default_model();
         assert!(model.table_count() > 1000, "{} tables", model.table_count());
         for t in 0..model.table_count() {
-            let cdf = model.cdf(t);
-            assert_eq!(cdf[VOCAB_SIZE - 1], PROB_ONE);
-            let mut previous = 0;
-            for &c in cdf {
-                assert!(c - previous >= FLOOR_MASS);
-                previous = c;
-            }
+            let table = model.table(t);
+            let total: u64 = (0..VOCAB_SIZE).map(|i| u64::from(table.mass(i))).sum();
+            assert_eq!(total, u64::from(PROB_ONE));
+            assert!((0..VOCAB_SIZE).all(|i| table.mass(i) >= FLOOR_MASS));
         }
     }
 
@@ -387,7 +349,7 @@ mod tests {
     fn model_learns_the_corpus() {
         let model = NgramModel::default_model();
         // "th" is almost always followed by "e" in English prose.
-        let p = model.raw_probabilities(model.table_for(&History::after(&[32, 116, 104])));
+        let p = model.table(model.table_for(&History::after(&[32, 116, 104]))).probabilities();
         let best = (0..VOCAB_SIZE).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
         assert_eq!(best, b'e' as usize);
         assert!(p[b'e' as usize] > 0.5);
@@ -402,7 +364,7 @@ mod tests {
     #[test]
     fn empty_corpus_gives_uniform_model() {
         let model = NgramModel::from_corpus(b"");
-        let p = model.raw_probabilities(model.table_for(&History::START));
+        let p = model.table(model.table_for(&History::START)).probabilities();
         assert!(p.iter().all(|&x| (x - 1.0 / VOCAB_SIZE as f64).abs() < 1e-6));
     }
 }

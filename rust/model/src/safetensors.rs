@@ -172,9 +172,8 @@ pub(crate) fn serialize(tensors: &[(String, &str, Vec<u64>, Vec<u8>)], metadata:
         offset = end;
     }
     let mut header_bytes = serde_json::to_vec(&header).expect("JSON of strings and numbers");
-    while header_bytes.len() % 8 != 0 {
-        header_bytes.push(b' ');
-    }
+    let padded_len = header_bytes.len().div_ceil(8) * 8;
+    header_bytes.resize(padded_len, b' ');
     let mut out = Vec::with_capacity(8 + header_bytes.len() + offset as usize);
     out.extend_from_slice(&(header_bytes.len() as u64).to_le_bytes());
     out.extend_from_slice(&header_bytes);

@@ -8,9 +8,10 @@
 use std::sync::Arc;
 
 use crate::adapter::Adapter;
-use crate::ngram::{probabilities, History, NgramModel, PROB_ONE};
+use crate::ngram::{History, NgramModel};
 use crate::rng::SplitMix64;
 use crate::shaping::{Shape, ShapedTables};
+use crate::table::PROB_ONE;
 use crate::{decode_text, EOT_TOKEN, VOCAB_SIZE};
 
 /// Why a sample ended.
@@ -115,8 +116,8 @@ impl NgramModel {
     ) -> Vec<f64> {
         let table = self.table_for(&History::after(context));
         match Shape::new(temperature, top_p, adapter.and_then(Adapter::active_bias)) {
-            None => probabilities(self.cdf(table)),
-            Some(shape) => probabilities(&shape.cdf(self, table)),
+            None => self.table(table).probabilities(),
+            Some(shape) => shape.table(self, table).probabilities(),
         }
     }
 }
@@ -145,19 +146,12 @@ impl<'a> TokenSampler<'a> {
     fn draw(&self, model: &NgramModel, table: usize, rng: &mut SplitMix64) -> (u32, f32) {
         let r = (rng.next_u64() >> 33) as u32;
         debug_assert!(r < PROB_ONE);
-        match self {
-            TokenSampler::Raw => {
-                let token = model.cdf(table).partition_point(|&c| c <= r);
-                (token as u32, model.logp(table)[token])
-            }
-            TokenSampler::Shaped { shape, tables } => {
-                let cdf = tables.cdf(model, shape, table);
-                let token = cdf.partition_point(|&c| c <= r);
-                let below = if token == 0 { 0 } else { cdf[token - 1] };
-                let logprob = (f64::from(cdf[token] - below) / f64::from(PROB_ONE)).ln();
-                (token as u32, logprob as f32)
-            }
-        }
+        let masses = match self {
+            TokenSampler::Raw => model.table(table),
+            TokenSampler::Shaped { shape, tables } => tables.table(model, shape, table),
+        };
+        let token = masses.draw(r);
+        (token as u32, masses.ln_probability(token) as f32)
     }
 }
 

@@ -21,22 +21,20 @@
 //! Steps 1-4 cost a pass over all 257 logits (plus a small sort for top-p) per token, ten
 //! times the cost of a plain table lookup. Servers tend to reuse a handful of settings
 //! (one temperature, one top-p, one adapter), so the reshaped table of each (setting,
-//! context) is computed on first use and kept: [`ShapedCache`] holds up to
+//! context) is computed on first use and kept: the model's cache holds up to
 //! [`MAX_CACHED_SETTINGS`] settings, each filling at most one table per model context
 //! (~1 KB each). The result is identical with or without the cache.
 
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use crate::math::{exp_nonpositive, max_f32, sum_f64};
-use crate::ngram::{NgramModel, PROB_ONE};
+use crate::ngram::NgramModel;
+use crate::table::{MassTable, PROB_ONE};
 use crate::VOCAB_SIZE;
 
 /// How many sampling settings keep their reshaped tables; the oldest setting is dropped
 /// when a new one arrives. Bounds the cache at roughly this many times the model size.
 pub const MAX_CACHED_SETTINGS: usize = 16;
-
-/// Cumulative masses of one reshaped distribution: `cdf[i]` = masses of tokens `0..=i`.
-pub(crate) type Cdf = [u32; VOCAB_SIZE];
 
 /// Temperature / top-p part of a sampling setting.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -62,8 +60,7 @@ impl<'a> Shape<'a> {
             Some((b, id)) => (Some(b), Some(id)),
             None => (None, None),
         };
-        // `!(t > 0)` also catches NaN.
-        let shaping = if !(temperature > 0.0) {
+        let shaping = if temperature.is_nan() || temperature <= 0.0 {
             Shaping::Greedy
         } else {
             // NaN or <= 0 keeps only the top token; >= 1 disables top-p.
@@ -85,8 +82,8 @@ impl<'a> Shape<'a> {
         ShapeKey { inv_temperature_bits, top_p_bits, bias_id: self.bias_id }
     }
 
-    /// The reshaped cumulative masses for one model table.
-    pub(crate) fn cdf(&self, model: &NgramModel, table: usize) -> Cdf {
+    /// The reshaped distribution of one model table.
+    pub(crate) fn table(&self, model: &NgramModel, table: usize) -> MassTable {
         let z = logits(model, table, self.bias);
         let masses = match self.shaping {
             Shaping::Greedy => {
@@ -103,20 +100,13 @@ impl<'a> Shape<'a> {
                 quantise(&weights, total)
             }
         };
-        let mut cdf = [0u32; VOCAB_SIZE];
-        let mut running = 0u32;
-        for (c, &m) in cdf.iter_mut().zip(&masses) {
-            running += m;
-            *c = running;
-        }
-        cdf
+        MassTable::from_masses(&masses)
     }
 }
 
 /// Model log-probabilities plus the adapter bias.
 fn logits(model: &NgramModel, table: usize, bias: Option<&[f32; VOCAB_SIZE]>) -> [f32; VOCAB_SIZE] {
-    let mut z = [0f32; VOCAB_SIZE];
-    z.copy_from_slice(model.logp(table));
+    let mut z = model.table(table).log_probabilities();
     if let Some(bias) = bias {
         for (zi, bi) in z.iter_mut().zip(bias) {
             *zi += bi;
@@ -209,18 +199,18 @@ struct ShapeKey {
 
 /// The reshaped tables of one setting, one lazily filled slot per model table.
 pub(crate) struct ShapedTables {
-    cdfs: Box<[OnceLock<Box<Cdf>>]>,
+    tables: Box<[OnceLock<Box<MassTable>>]>,
 }
 
 impl ShapedTables {
     fn new(table_count: usize) -> Self {
-        ShapedTables { cdfs: (0..table_count).map(|_| OnceLock::new()).collect() }
+        ShapedTables { tables: (0..table_count).map(|_| OnceLock::new()).collect() }
     }
 
-    /// The reshaped cumulative masses of `table`, computed on first use.
+    /// The reshaped distribution of `table`, computed on first use.
     #[inline]
-    pub(crate) fn cdf(&self, model: &NgramModel, shape: &Shape<'_>, table: usize) -> &Cdf {
-        self.cdfs[table].get_or_init(|| Box::new(shape.cdf(model, table)))
+    pub(crate) fn table(&self, model: &NgramModel, shape: &Shape<'_>, table: usize) -> &MassTable {
+        self.tables[table].get_or_init(|| Box::new(shape.table(model, table)))
     }
 }
 

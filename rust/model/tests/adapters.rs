@@ -35,7 +35,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 fn safetensors_with_header(header: &str, data_len: usize) -> Vec<u8> {
     let mut out = (header.len() as u64).to_le_bytes().to_vec();
     out.extend_from_slice(header.as_bytes());
-    out.extend(std::iter::repeat(0u8).take(data_len));
+    out.resize(out.len() + data_len, 0);
     out
 }
 
