@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -151,6 +150,7 @@ def test_console_script_is_installed():
         (("serve", "--port", "70000"), ["--port", "0..65535"]),
         (("serve", "--fault-429", "1.5"), ["--fault-429", "probability"]),
         (("demo", "--groups", "-1"), ["--groups"]),
+        (("demo", "--window", "asap"), ["scheduled window", "--no-lora"]),
         (("sample", "--text", ""), ["prompt is empty"]),
     ],
 )

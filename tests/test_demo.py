@@ -17,7 +17,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-import tinker
 from tinker_cookbook.completers import TokenCompleter, TokensWithLogprobs
 from tinker_cookbook.rl.rollouts import do_group_rollout, do_single_rollout
 
@@ -313,3 +312,12 @@ def test_grpo_example_samples_against_the_emulator_without_tinker_credentials():
     assert [s.split(":")[0] for s in steps] == ["step 0", "step 1"]
     assert all("over 6 rollouts" in s for s in steps)
     assert "TINKER_API_KEY is not set" in lines[-1]
+
+
+def test_progress_bar_abandoned_mid_line_ends_the_line():
+    out = io.StringIO()
+    bar = ProgressBar(4, stream=out, tty=True, redraw_seconds=0)
+    bar.update(1, 0.5)
+    bar.abandon()
+    bar.update(2, 1.0)  # nothing more is drawn
+    assert out.getvalue().endswith("0.5 s\n")

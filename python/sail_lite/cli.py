@@ -29,7 +29,6 @@ __all__ = ["main", "build_parser"]
 
 PROG = "sail-lite"
 DEFAULT_MODEL = "moonshotai/Kimi-K2.6"
-DEFAULT_SAIL_API_URL = "https://api.sailresearch.com"
 INSTALL_COOKBOOK = "pip install 'sail-lite[tinker]'"
 EXIT_RUNTIME_ERROR = 1
 EXIT_USAGE_ERROR = 2
@@ -150,8 +149,8 @@ def _add_sample(commands: Any) -> None:
     p = commands.add_parser(
         "sample",
         help="sample one completion and print its tokens, logprobs and stop reason",
-        description="Sample once from Sail (SAIL_API_KEY, base URL from --base-url, SAIL_API_URL or "
-        f"{DEFAULT_SAIL_API_URL}) or, with --emulator, from an in-process emulator. Needs tinker-cookbook.",
+        description="Sample once from Sail (key from SAIL_API_KEY, API root from --base-url, SAIL_API_URL "
+        "or Sail's public API) or, with --emulator, from an in-process emulator. Needs tinker-cookbook.",
     )
     prompt = p.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--prompt-tokens", type=token_list, metavar="IDS", help="prompt token ids, e.g. 1,2,3")
@@ -233,6 +232,8 @@ def _require_cookbook(what: str) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.lora and args.window == "asap":  # Sail serves LoRAs on scheduled windows only
+        raise CliError("LoRA groups need a scheduled window: pick another --window or add --no-lora", EXIT_USAGE_ERROR)
     print("loading tinker-cookbook...", flush=True)
     _require_cookbook("the demo")
     from sail_lite.demo.progress import ProgressBar
@@ -260,13 +261,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"window {config.window!r}, {config.concurrency} groups at a time{lora}",
             flush=True,
         )
-        result = asyncio.run(
-            run_demo(
-                config,
-                emulator,
-                on_progress=lambda p: bar.update(p.rollouts_done, p.elapsed, f"{p.samples} samples, {p.tokens} tokens"),
+        try:
+            result = asyncio.run(
+                run_demo(
+                    config,
+                    emulator,
+                    on_progress=lambda p: bar.update(p.rollouts_done, p.elapsed, f"{p.samples} samples, {p.tokens} tokens"),
+                )
             )
-        )
+        except BaseException:
+            bar.abandon()
+            raise
     bar.finish(result.rollouts, result.wall_seconds, f"{result.samples} samples, {result.tokens} tokens")
     print()
     print(format_summary(result), flush=True)
@@ -278,8 +283,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _sail_credentials(args: argparse.Namespace) -> tuple[str, str]:
-    """(base URL, API key) for a real Sail (or `sail-lite serve`), or a usage error saying what's missing."""
+def _sail_credentials(args: argparse.Namespace) -> tuple[str | None, str]:
+    """(base URL or None for the completer's default, API key) for a real Sail (or `sail-lite
+    serve`), or a usage error saying what is missing."""
     base_url = args.base_url or os.environ.get("SAIL_API_URL") or None
     api_key = args.api_key or os.environ.get("SAIL_API_KEY") or None
     if api_key is None:
@@ -294,10 +300,12 @@ def _sail_credentials(args: argparse.Namespace) -> tuple[str, str]:
             "('sail-lite serve' prints the key its emulator accepts)",
             EXIT_USAGE_ERROR,
         )
-    return base_url or DEFAULT_SAIL_API_URL, api_key
+    return base_url, api_key
 
 
-async def _sample_once(args: argparse.Namespace, base_url: str, api_key: str, prompt: list[int]) -> tuple[Any, float]:
+async def _sample_once(
+    args: argparse.Namespace, base_url: str | None, api_key: str, prompt: list[int]
+) -> tuple[Any, float]:
     import sail_lite
 
     completer = sail_lite.SailTokenCompleter(

@@ -82,3 +82,11 @@ class ProgressBar:
             self.stream.write("\n")
             self.stream.flush()
         self._finished = True
+
+    def abandon(self) -> None:
+        """Stop drawing without a final state (the run failed): end a half-drawn line so an
+        error message starts on its own."""
+        if self.tty and self._last_line and not self._finished:
+            self.stream.write("\n")
+            self.stream.flush()
+        self._finished = True
