@@ -14,7 +14,6 @@ pub mod faults;
 pub mod jobs;
 pub mod lora;
 pub mod model;
-mod model_stub;
 pub mod render;
 pub mod reqlog;
 pub mod rng;
@@ -72,6 +71,8 @@ impl EmulatorHandle {
 
     pub fn start_detailed(config: EmulatorConfig) -> Result<EmulatorHandle, StartError> {
         config.validate().map_err(StartError::Config)?;
+        // Build the model's tables now, not on the first request.
+        let _ = model::NgramModel::default_model();
         let listener = std::net::TcpListener::bind((config.host.as_str(), config.port))
             .map_err(|e| StartError::Bind(format!("cannot listen on {}:{}: {e}", config.host, config.port)))?;
         let addr = listener.local_addr().map_err(|e| StartError::Bind(e.to_string()))?;

@@ -2,7 +2,7 @@
 //! on demand and cached per URL. Signed URLs are bearer credentials: they are never logged, never put
 //! in an error message, and the cache keys on a hash of them.
 use crate::config::{EmulatorConfig, LoraSpec};
-use crate::model::{make_test_safetensors, parse_adapter_config, Adapter, AdapterConfig};
+use crate::model::{make_test_adapter_config, make_test_safetensors, parse_adapter_config, Adapter};
 use crate::stats::{inc, Stats};
 use parking_lot::Mutex;
 use std::collections::hash_map::RandomState;
@@ -38,14 +38,14 @@ pub struct LoraRegistry {
     timeout: Duration,
     max_bytes: usize,
     stats: Arc<Stats>,
+    served: Vec<String>,
 }
 
 impl LoraRegistry {
     pub fn new(cfg: &EmulatorConfig, stats: Arc<Stats>) -> Result<LoraRegistry, String> {
         let mut named = HashMap::new();
         for (name, spec) in &cfg.loras {
-            let base = spec.base_model.clone().unwrap_or_else(|| cfg.models[0].clone());
-            let a = load_spec(spec, &base).map_err(|e| format!("loras.{name}: {e}"))?;
+            let a = load_spec(spec, &cfg.models).map_err(|e| format!("loras.{name}: {e}"))?;
             named.insert(name.clone(), Arc::new(a));
         }
         Ok(LoraRegistry {
@@ -56,6 +56,7 @@ impl LoraRegistry {
             timeout: Duration::from_secs_f64(cfg.lora_download_timeout_seconds.clamp(0.001, 3600.0)),
             max_bytes: cfg.lora_max_archive_bytes,
             stats,
+            served: cfg.models.clone(),
         })
     }
 
@@ -75,6 +76,18 @@ impl LoraRegistry {
     }
 
     /// The adapter to sample with, downloading a URL archive on first use.
+    /// All served names are backed by the same model, so an adapter made for any of them is
+    /// loaded against the name its config gives (when that name is served).
+    fn base_for<'a>(&self, config_json: &str, request_model: &'a str) -> std::borrow::Cow<'a, str> {
+        let named = serde_json::from_str::<serde_json::Value>(config_json)
+            .ok()
+            .and_then(|v| v.get("base_model_name_or_path").and_then(|b| b.as_str()).map(String::from));
+        match named {
+            Some(b) if self.served.iter().any(|m| *m == b) => std::borrow::Cow::Owned(b),
+            _ => std::borrow::Cow::Borrowed(request_model),
+        }
+    }
+
     pub async fn resolve(&self, r: &LoraRef, base_model: &str) -> Result<Option<Arc<Adapter>>, LoraError> {
         match r {
             LoraRef::None => Ok(None),
@@ -85,6 +98,8 @@ impl LoraRegistry {
                         return Err(err("lora_url_expired", "The signed LoRA archive URL has expired; resolve a fresh one"));
                     }
                 }
+                let base = self.base_for(config_json, base_model);
+                let base_model: &str = &base;
                 let key = self.hasher.hash_one((url.as_str(), config_json.as_str(), base_model));
                 let cell = {
                     let mut c = self.cache.lock();
@@ -191,16 +206,26 @@ fn config_text(v: &serde_json::Value) -> String {
     }
 }
 
-fn load_spec(spec: &LoraSpec, base: &str) -> Result<Adapter, String> {
+/// The base-model name to validate a registered adapter against: `base_model` if given, else the
+/// one its config names when served, else the first served model.
+fn spec_base(spec: &LoraSpec, cfg_text: Option<&str>, served: &[String]) -> String {
+    if let Some(b) = &spec.base_model {
+        return b.clone();
+    }
+    let named = cfg_text
+        .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+        .and_then(|v| v.get("base_model_name_or_path").and_then(|b| b.as_str()).map(String::from));
+    match named {
+        Some(b) if served.contains(&b) => b,
+        _ => served[0].clone(),
+    }
+}
+
+fn load_spec(spec: &LoraSpec, served: &[String]) -> Result<Adapter, String> {
     if let Some(r) = spec.rank {
+        let base = &spec_base(spec, None, served);
         let st = make_test_safetensors(r, spec.seed.unwrap_or(0));
-        let cfg = AdapterConfig {
-            peft_type: "LORA".into(),
-            r,
-            base_model_name_or_path: base.to_string(),
-            lora_alpha: Some(2.0 * r as f64),
-            task_type: Some("CAUSAL_LM".into()),
-        };
+        let cfg = parse_adapter_config(&make_test_adapter_config(r, base)).map_err(|e| e.to_string())?;
         return Adapter::from_safetensors(&st, &cfg, base).map_err(|e| e.to_string());
     }
     let path = spec.path.as_deref().ok_or("give `path` or `rank`")?;
@@ -211,12 +236,14 @@ fn load_spec(spec: &LoraSpec, base: &str) -> Result<Adapter, String> {
             Some(c) => c,
             None => std::fs::read_to_string(p.join("adapter_config.json")).map_err(|e| format!("{path}/adapter_config.json: {e}"))?,
         };
+        let base = &spec_base(spec, Some(&cfg), served);
         let st = std::fs::read(p.join("adapter_model.safetensors")).map_err(|e| format!("{path}/adapter_model.safetensors: {e}"))?;
         let cfg = parse_adapter_config(&cfg).map_err(|e| e.to_string())?;
         return Adapter::from_safetensors(&st, &cfg, base).map_err(|e| e.to_string());
     }
     let bytes = std::fs::read(p).map_err(|e| format!("{path}: {e}"))?;
     let cfg = given_cfg.ok_or("`adapter_config` is required with a .safetensors file or an archive")?;
+    let base = &spec_base(spec, Some(&cfg), served);
     if path.ends_with(".safetensors") {
         let cfg = parse_adapter_config(&cfg).map_err(|e| e.to_string())?;
         Adapter::from_safetensors(&bytes, &cfg, base).map_err(|e| e.to_string())

@@ -1,3 +1,3 @@
-//! The one place that names the model implementation (the `sail-model` crate; a local stand-in
-//! with the same API while that crate is being written).
-pub use crate::model_stub::*;
+//! The one place that names the model implementation: the `sail-model` crate (byte-level n-gram
+//! model + LoRA adapters).
+pub use sail_model::*;
