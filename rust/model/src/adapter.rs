@@ -21,8 +21,9 @@ use std::fmt;
 use serde_json::Value;
 
 use crate::archive::extract_safetensors;
+use crate::math::dot_f32;
 use crate::rng::{hash_bytes, mix64};
-use crate::safetensors::{SafeTensors, TensorInfo};
+use crate::safetensors::{float_dtype_size, SafeTensors, TensorInfo};
 use crate::{MAX_LORA_RANK, VOCAB_SIZE};
 
 /// Standard deviation of an adapter's logit bias, in nats: large enough that samples
@@ -336,7 +337,7 @@ fn lora_pairs<'f>(file: &'f SafeTensors<'_>, r: u32) -> Result<Vec<LoraPair<'f>>
         if tensor.shape.len() != 2 {
             return Err(bad(format!("LoRA weights must be 2-D, got shape {:?}", tensor.shape)));
         }
-        if !matches!(tensor.dtype.as_str(), "F32" | "F16" | "BF16" | "F64") {
+        if float_dtype_size(&tensor.dtype).is_none() {
             return Err(AdapterError::UnsupportedDtype { tensor: tensor.name.clone(), dtype: tensor.dtype.clone() });
         }
         // lora_A is [r, in]; lora_B is [out, r].
@@ -372,34 +373,46 @@ fn probe_value(salt: u64, probe: usize, index: usize) -> f64 {
     (bits >> 11) as f64 * (2.0 / (1u64 << 53) as f64) - 1.0
 }
 
+/// Most multiply-adds spent probing one adapter (~50 ms): bounds the cost of adapters with
+/// many narrow modules, which would otherwise need up to 257 probes each.
+const PROBE_WORK_BUDGET: u64 = 1 << 26;
+
 /// Apply every module's `B (A x)` to probe vectors and fold the outputs into one bucket per
-/// token. Enough probes are used that every bucket receives at least one output.
+/// token. Modules with fewer than 257 outputs get several probes so that every bucket
+/// receives outputs (within [`PROBE_WORK_BUDGET`]).
 fn fold_updates(file: &SafeTensors<'_>, pairs: &[LoraPair<'_>]) -> Result<[f64; VOCAB_SIZE], AdapterError> {
+    // One probe costs one multiply-add per LoRA parameter.
+    let parameters: u64 = pairs
+        .iter()
+        .map(|p| p.a.shape[0] * p.a.shape[1] + p.b.shape[0] * p.b.shape[1])
+        .fold(0u64, u64::saturating_add);
+    let probe_limit = (PROBE_WORK_BUDGET / parameters.max(1)).max(1) as usize;
     let mut buckets = [0f64; VOCAB_SIZE];
+    let mut row = Vec::new();
     for pair in pairs {
-        let a = finite_values(file, pair.a)?;
-        let b = finite_values(file, pair.b)?;
         let rank = pair.a.shape[0] as usize;
         let inputs = pair.a.shape[1] as usize;
         let outputs = pair.b.shape[0] as usize;
-        if outputs == 0 {
-            continue;
-        }
+        let probes = VOCAB_SIZE.div_ceil(outputs.max(1)).min(probe_limit);
         let salt = hash_bytes(0, pair.a.name.as_bytes());
         let offset = (salt % VOCAB_SIZE as u64) as usize;
-        let mut hidden = vec![0f64; rank];
-        let mut probe = vec![0f64; inputs];
-        for p in 0..VOCAB_SIZE.div_ceil(outputs) {
-            for (j, x) in probe.iter_mut().enumerate() {
-                *x = probe_value(salt, p, j);
+
+        // probe_vectors[p * inputs + j]: input j of probe p.
+        let probe_vectors: Vec<f32> =
+            (0..probes).flat_map(|p| (0..inputs).map(move |j| probe_value(salt, p, j) as f32)).collect();
+        // hidden[p * rank + k] = (A x_p)_k, one lora_A row at a time.
+        let mut hidden = vec![0f32; probes * rank];
+        for k in 0..rank {
+            read_finite_row(file, pair.a, k, inputs, &mut row)?;
+            for p in 0..probes {
+                hidden[p * rank + k] = dot_f32(&row, &probe_vectors[p * inputs..(p + 1) * inputs]) as f32;
             }
-            for (k, h) in hidden.iter_mut().enumerate() {
-                let row = &a[k * inputs..(k + 1) * inputs];
-                *h = row.iter().zip(&probe).map(|(&w, &x)| f64::from(w) * x).sum();
-            }
-            for i in 0..outputs {
-                let row = &b[i * rank..(i + 1) * rank];
-                let y: f64 = row.iter().zip(&hidden).map(|(&w, &h)| f64::from(w) * h).sum();
+        }
+        // (B h_p)_i, one lora_B row at a time, folded into the token buckets.
+        for i in 0..outputs {
+            read_finite_row(file, pair.b, i, rank, &mut row)?;
+            for p in 0..probes {
+                let y = dot_f32(&row, &hidden[p * rank..(p + 1) * rank]);
                 buckets[(offset + p * outputs + i) % VOCAB_SIZE] += y;
             }
         }
@@ -407,15 +420,21 @@ fn fold_updates(file: &SafeTensors<'_>, pairs: &[LoraPair<'_>]) -> Result<[f64; 
     Ok(buckets)
 }
 
-fn finite_values(file: &SafeTensors<'_>, tensor: &TensorInfo) -> Result<Vec<f32>, AdapterError> {
-    let values = file.values_f32(tensor).ok_or_else(|| AdapterError::UnsupportedDtype {
-        tensor: tensor.name.clone(),
-        dtype: tensor.dtype.clone(),
-    })?;
-    if values.iter().any(|v| !v.is_finite()) {
+/// Row `index` (of length `len`) of a 2-D float tensor, rejecting NaN and infinity.
+fn read_finite_row(
+    file: &SafeTensors<'_>,
+    tensor: &TensorInfo,
+    index: usize,
+    len: usize,
+    row: &mut Vec<f32>,
+) -> Result<(), AdapterError> {
+    if !file.read_f32(tensor, index * len, len, row) {
+        return Err(AdapterError::UnsupportedDtype { tensor: tensor.name.clone(), dtype: tensor.dtype.clone() });
+    }
+    if row.iter().any(|v| !v.is_finite()) {
         return Err(AdapterError::LoraTensor { tensor: tensor.name.clone(), reason: "contains NaN or infinity".to_string() });
     }
-    Ok(values)
+    Ok(())
 }
 
 /// Centre the buckets and scale them to `BIAS_SCALE` standard deviation, clipped. All-equal

@@ -6,7 +6,7 @@
 //! four tokens and uses Witten-Bell interpolation down through shorter histories to the
 //! unigram statistics, mixed with a small uniform floor so that every token has non-zero
 //! probability. Every distribution is precomputed when the model is built (see [`ngram`]),
-//! so drawing a token costs a few hash lookups and a binary search in a cumulative table.
+//! so drawing a token costs a hash lookup or two and a scan of two cache lines.
 //!
 //! The default model ([`NgramModel::default_model`]) is trained on `corpus.txt`, a small
 //! embedded English text (prose, simple Q/A lines and single-digit sums), in which blank
@@ -14,11 +14,15 @@
 //!
 //! # Log-probabilities
 //! Every sampled token comes with the natural log of its probability under the distribution
-//! it was *actually drawn from*: the model distribution after temperature scaling and top-p
-//! (nucleus) truncation and renormalisation, with the adapter's logit bias applied first.
-//! [`NgramModel::next_token_distribution`] returns that same distribution, so for every
-//! sampled token `logprob == ln(next_token_distribution(..)[token])`. Greedy decoding
-//! (temperature 0) draws from a point mass, so its logprob is always `0.0`.
+//! it was *actually drawn from*: the model's log-probabilities plus the adapter's logit
+//! bias, divided by the temperature, softmaxed, truncated to the top-p nucleus and
+//! renormalised (details in [`shaping`]). [`NgramModel::next_token_distribution`] returns
+//! that same distribution, so for every sampled token
+//! `logprob == ln(next_token_distribution(..)[token])` (up to `f32` rounding of the
+//! logprob). Greedy decoding (temperature 0) draws from a point mass, so its logprob is
+//! always `0.0`. All distributions are held as integer masses summing to exactly 2^31 and
+//! tokens are drawn from them exactly, so "the distribution" is never an approximation of
+//! what was sampled.
 //!
 //! # Adapters
 //! An [`Adapter`] is a validated PEFT LoRA adapter. Its `lora_B x lora_A` weights are folded

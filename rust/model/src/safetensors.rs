@@ -84,21 +84,41 @@ impl<'a> SafeTensors<'a> {
     }
 
     /// A tensor's values as `f32`, for the float dtypes adapters use; `None` for other dtypes.
+    #[cfg(test)]
     pub(crate) fn values_f32(&self, tensor: &TensorInfo) -> Option<Vec<f32>> {
-        let bytes = self.bytes(tensor);
-        Some(match tensor.dtype.as_str() {
-            "F32" => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            "F16" => bytes.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-            "BF16" => bytes
-                .chunks_exact(2)
-                .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
-                .collect(),
-            "F64" => bytes
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
-                .collect(),
-            _ => return None,
-        })
+        let mut values = Vec::new();
+        let count = tensor.shape.iter().product::<u64>() as usize;
+        self.read_f32(tensor, 0, count, &mut values).then_some(values)
+    }
+
+    /// Elements `first..first + count` of a float tensor (row-major) as `f32`, into `out`
+    /// (replacing its contents). Reading a row at a time keeps memory flat for big adapters.
+    /// Returns false for non-float dtypes; the range must lie within the tensor.
+    pub(crate) fn read_f32(&self, tensor: &TensorInfo, first: usize, count: usize, out: &mut Vec<f32>) -> bool {
+        let Some(size) = float_dtype_size(&tensor.dtype) else {
+            return false;
+        };
+        let bytes = &self.bytes(tensor)[first * size..(first + count) * size];
+        out.clear();
+        match tensor.dtype.as_str() {
+            "F32" => out.extend(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+            "F16" => out.extend(bytes.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))),
+            "BF16" => out.extend(
+                bytes.chunks_exact(2).map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16)),
+            ),
+            _ => out.extend(bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)),
+        }
+        true
+    }
+}
+
+/// Element size of the float dtypes LoRA weights may use.
+pub(crate) fn float_dtype_size(dtype: &str) -> Option<usize> {
+    match dtype {
+        "F32" => Some(4),
+        "F16" | "BF16" => Some(2),
+        "F64" => Some(8),
+        _ => None,
     }
 }
 

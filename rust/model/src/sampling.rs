@@ -38,7 +38,8 @@ impl StopReason {
 pub struct SamplingParams {
     /// Upper bound on generated tokens; 0 gives an empty sample with [`StopReason::Length`].
     pub max_tokens: u32,
-    /// `0..=2` in the API. 0 (or any value `<= 0`, or NaN) is greedy.
+    /// `0..=2` in the API. 0 (or any value `<= 0`, or NaN) is greedy: the argmax token,
+    /// with logprob `0.0`.
     pub temperature: f64,
     /// Nucleus mass in `(0, 1]`; values `>= 1` disable it, values `<= 0` (or NaN) keep
     /// only the most likely token.

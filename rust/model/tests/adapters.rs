@@ -272,3 +272,31 @@ fn adapter_shift_is_noticeable_but_text_stays_text() {
     let letters = text.chars().filter(|c| c.is_ascii_alphabetic() || *c == ' ').count();
     assert!(letters as f64 > 0.85 * text.chars().count() as f64, "{text}");
 }
+
+#[test]
+fn wide_and_narrow_real_sized_adapters_load_quickly() {
+    // Rank 32 on 4096-wide modules (a 7B-class shape) and many 1-output modules (which
+    // would need 257 probes each without the work budget).
+    for (modules, inputs, outputs) in [(4usize, 4096usize, 4096usize), (200, 4096, 1)] {
+        let r = 32usize;
+        let mut header = serde_json::Map::new();
+        let mut offset = 0usize;
+        for m in 0..modules {
+            for (part, shape) in [("lora_A", [r, inputs]), ("lora_B", [outputs, r])] {
+                let len = shape[0] * shape[1] * 4;
+                header.insert(
+                    format!("layers.{m}.proj.{part}.weight"),
+                    serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len]}),
+                );
+                offset += len;
+            }
+        }
+        let mut file = safetensors_with_header(&serde_json::to_string(&header).unwrap(), 0);
+        file.extend((0..offset / 4).flat_map(|i| (((i * 2_654_435_761) % 1000) as f32 * 1e-4 - 0.05).to_le_bytes()));
+        let config = parse_adapter_config(&config_json(32)).unwrap();
+        let start = std::time::Instant::now();
+        let adapter = Adapter::from_safetensors(&file, &config, BASE).unwrap();
+        assert!(adapter.logit_bias().iter().any(|&b| b != 0.0));
+        eprintln!("{modules} x [{r}, {inputs}] / [{outputs}, {r}]: loaded in {:?}", start.elapsed());
+    }
+}
