@@ -283,7 +283,8 @@ class ScriptedServer:
         self.port = self._httpd.server_address[1]
         scheme = "https" if ssl_context is not None else "http"
         self.base_url = f"{scheme}://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="scripted-server", daemon=True)
+        # A short poll interval keeps close() quick.
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="scripted-server", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
@@ -370,7 +371,7 @@ def make_tls_files(directory: Path) -> TlsFiles:
             "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"))
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
             "-keyout", str(d / "server.key"), "-out", str(d / "server.csr"))
-    (d / "server.ext").write_text("basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    (d / "server.ext").write_text("basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
     openssl("x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"),
             "-CAcreateserial", "-days", "2", "-extfile", str(d / "server.ext"), "-out", str(d / "server.pem"))
     return TlsFiles(ca=d / "ca.pem", cert=d / "server.pem", key=d / "server.key")
