@@ -116,7 +116,9 @@ impl std::fmt::Debug for NgramModel {
 impl NgramModel {
     /// Train a model on `corpus` (any bytes; blank lines separate documents).
     pub fn from_corpus(corpus: &[u8]) -> NgramModel {
-        Counts::from_corpus(corpus).into_model()
+        let mut model = Counts::from_corpus(corpus).into_model();
+        model.order_tables_by_use(corpus);
+        model
     }
 
     /// The model trained on the embedded corpus, built on first use and shared afterwards.
@@ -139,6 +141,32 @@ impl NgramModel {
             }
         }
         self.unigram_table as usize
+    }
+
+    /// Renumber the tables so that those the corpus uses most sit together in memory:
+    /// sampling touches a new table per token, and most of them then stay in cache.
+    fn order_tables_by_use(&mut self, corpus: &[u8]) {
+        let mut uses = vec![0u64; self.table_count()];
+        for document in split_documents(corpus) {
+            let mut history = History::START;
+            for token in document.iter().map(|&b| u32::from(b)).chain([EOT_TOKEN]) {
+                uses[self.table_for(&history)] += 1;
+                history.push(token);
+            }
+        }
+        let mut order: Vec<usize> = (0..self.table_count()).collect();
+        order.sort_by_key(|&t| (std::cmp::Reverse(uses[t]), t));
+        let mut new_index = vec![0u32; order.len()];
+        for (position, &old) in order.iter().enumerate() {
+            new_index[old] = position as u32;
+        }
+        self.tables = order.iter().map(|&old| self.tables[old].clone()).collect();
+        for index in &mut self.by_length {
+            for table in index.values_mut() {
+                *table = new_index[*table as usize];
+            }
+        }
+        self.unigram_table = new_index[self.unigram_table as usize];
     }
 
     pub(crate) fn shaped_cache(&self) -> &ShapedCache {
@@ -189,7 +217,7 @@ impl Counts {
         for (k, level) in (1..=CONTEXT_LEN).zip(&self.by_length) {
             let mut index = TableIndex::default();
             let mut current = HashMap::new();
-            // Sorted so table numbering (and thus memory layout) is reproducible.
+            // Sorted so table numbering is reproducible.
             let mut keys: Vec<u64> = level.keys().copied().collect();
             keys.sort_unstable();
             for key in keys {
