@@ -46,7 +46,10 @@ def test_samples_token_ids_with_logprobs(emu):
 
 def test_length_and_stop_token_ids(emu):
     c = completer(emu.base_url + "/v1", emu.api_key, max_tokens=1)
-    outs = asyncio.run(asyncio.wait_for(asyncio.gather(*[c(PROMPT) for _ in range(8)]), 30))
+    async def eight():
+        return await asyncio.gather(*[c(PROMPT) for _ in range(8)])
+
+    outs = asyncio.run(eight())
     assert all(len(o.tokens) == 1 for o in outs)
     assert all(o.stop_reason == "length" for o in outs if o.tokens[-1] != 256)
     out = asyncio.run(completer(emu.base_url + "/v1", emu.api_key, max_tokens=64)(PROMPT, [32, 10]))

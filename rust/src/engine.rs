@@ -16,7 +16,8 @@ use tokio::sync::Semaphore;
 
 pub struct Engine {
     pid: u32,
-    pub runtime: tokio::runtime::Runtime,
+    /// Where sample tasks are spawned (from the Python thread or from other tasks).
+    pub handle: tokio::runtime::Handle,
     clients: Mutex<HashMap<HttpClientKey, HttpPool>>,
     pub metrics: Metrics,
 }
@@ -66,9 +67,41 @@ impl Metrics {
 
 static ENGINE: AtomicPtr<Engine> = AtomicPtr::new(std::ptr::null_mut());
 
-/// Worker threads: Python is the bottleneck, so few; overridable for benchmarks.
+/// Worker threads: Python is the bottleneck, so few; overridable with SAIL_LITE_WORKER_THREADS.
 fn worker_threads() -> usize {
-    std::env::var("SAIL_LITE_WORKER_THREADS").ok().and_then(|v| v.parse().ok()).filter(|n| *n >= 1).unwrap_or(2)
+    std::env::var("SAIL_LITE_WORKER_THREADS").ok().and_then(|v| v.parse().ok()).filter(|n| *n >= 1).unwrap_or(DEFAULT_WORKER_THREADS)
+}
+
+const DEFAULT_WORKER_THREADS: usize = 1;
+
+/// One worker: a current-thread runtime driven by a dedicated thread, so the HTTP connection
+/// tasks and the sample tasks wake each other without cross-thread hand-offs (measured to
+/// cost less CPU per sample). More workers: tokio's work-stealing scheduler.
+fn start_runtime() -> Result<tokio::runtime::Handle, String> {
+    let threads = worker_threads();
+    if threads == 1 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("could not start the sail-lite runtime: {e}"))?;
+        let handle = rt.handle().clone();
+        std::thread::Builder::new()
+            .name("sail-lite-engine".into())
+            .spawn(move || rt.block_on(std::future::pending::<()>()))
+            .map_err(|e| format!("could not start the sail-lite engine thread: {e}"))?;
+        return Ok(handle);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("sail-lite-engine")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("could not start the sail-lite runtime: {e}"))?;
+    let handle = rt.handle().clone();
+    // Never dropped: dropping a runtime waits for its workers, which must never happen at
+    // interpreter exit or in a forked child.
+    std::mem::forget(rt);
+    Ok(handle)
 }
 
 /// The engine of this process, built on first use (and again in a forked child).
@@ -81,21 +114,14 @@ pub fn engine() -> Result<&'static Engine, String> {
             return Ok(e);
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_threads())
-        .thread_name("sail-lite-engine")
-        .enable_all()
-        .build()
-        .map_err(|e| format!("could not start the sail-lite runtime: {e}"))?;
-    let fresh = Box::into_raw(Box::new(Engine { pid, runtime, clients: Mutex::new(HashMap::new()), metrics: Metrics::default() }));
+    // Two threads racing here may both start a runtime; the loser's stays idle (harmless,
+    // and it happens at most once per process).
+    let handle = start_runtime()?;
+    let fresh = Box::into_raw(Box::new(Engine { pid, handle, clients: Mutex::new(HashMap::new()), metrics: Metrics::default() }));
     match ENGINE.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
         // The replaced engine (if any) belongs to a parent process: leak it.
         Ok(_) => Ok(unsafe { &*fresh }),
         Err(winner) => {
-            // Another thread built one first; ours has never run anything, so it can go.
-            let ours = unsafe { Box::from_raw(fresh) };
-            let Engine { runtime, .. } = *ours;
-            runtime.shutdown_background();
             // SAFETY: see above.
             Ok(unsafe { &*winner })
         }

@@ -3,8 +3,9 @@
 //!
 //! With growth factor g, a response finishing at time T is seen at most (g - 1) * T later and
 //! typically about (sqrt(g) - 1) * T later, with O(log T) polls: g = 1.08 keeps the median
-//! overshoot near 4% of the run time. The cap stops long windows from polling too rarely
-//! (priority) or too often (flex).
+//! overshoot near 4% of the run time. A floor on the interval keeps short runs from being
+//! polled every few milliseconds (an absolute delay of a few tens of ms is fine there), and the
+//! cap stops long windows from polling too rarely (priority) or too often (flex).
 
 use std::time::Duration;
 
@@ -12,22 +13,24 @@ use std::time::Duration;
 pub struct PollSchedule {
     pub first: Duration,
     pub growth: f64,
+    pub floor: Duration,
     pub cap: Duration,
 }
 
 impl PollSchedule {
     /// The default schedule for a completion window; unknown windows get the `standard` one.
     pub fn for_window(window: &str) -> PollSchedule {
-        let (first_ms, growth, cap_ms) = match window {
-            "asap" => (5, 1.25, 1_000),
-            "priority" | "balanced" | "15m" => (20, 1.08, 3_000),
-            "standard" => (100, 1.12, 15_000),
-            "flex" | "24h" => (500, 1.25, 60_000),
-            _ => (100, 1.12, 15_000),
+        let (first_ms, growth, floor_ms, cap_ms) = match window {
+            "asap" => (5, 1.25, 10, 1_000),
+            "priority" | "balanced" | "15m" => (20, 1.08, 40, 3_000),
+            "standard" => (100, 1.12, 200, 15_000),
+            "flex" | "24h" => (500, 1.25, 1_000, 60_000),
+            _ => (100, 1.12, 200, 15_000),
         };
         PollSchedule {
             first: Duration::from_millis(first_ms),
             growth,
+            floor: Duration::from_millis(floor_ms),
             cap: Duration::from_millis(cap_ms),
         }
     }
@@ -38,8 +41,8 @@ impl PollSchedule {
         if elapsed_since_create < self.first {
             return self.first - elapsed_since_create;
         }
-        let grown = elapsed_since_create.as_secs_f64() * (self.growth - 1.0);
-        Duration::from_secs_f64(grown.max(0.001)).min(self.cap)
+        let grown = Duration::from_secs_f64(elapsed_since_create.as_secs_f64() * (self.growth - 1.0));
+        grown.max(self.floor).min(self.cap)
     }
 }
 
@@ -66,11 +69,13 @@ mod tests {
         for secs in [0.5f64, 5.0, 60.0] {
             let done = Duration::from_secs_f64(secs);
             let (polls, over) = simulate(&s, done);
-            let bound = (secs * 0.08).max(0.025).min(3.0);
+            let bound = (secs * 0.08).max(0.04).min(3.0);
             assert!(over.as_secs_f64() <= bound + 1e-9, "{secs}s: overshoot {over:?}");
             assert!(polls < 130, "{secs}s: {polls} polls");
         }
         // O(log): ten times longer costs a bounded number of extra polls before the cap.
+        let (p_half, _) = simulate(&s, Duration::from_millis(500));
+        assert!(p_half <= 15, "short runs are not hammered: {p_half} polls");
         let (p1, _) = simulate(&s, Duration::from_secs(1));
         let (p10, _) = simulate(&s, Duration::from_secs(10));
         assert!(p10 - p1 < 40, "{p1} -> {p10}");

@@ -142,7 +142,7 @@ impl SamplerClient {
             .register(request_id)
             .ok_or_else(|| PyRuntimeError::new_err("this event loop's completion hub is closed"))?;
         let job = SampleJob { request_id, prompt, max_tokens, stop };
-        engine.runtime.spawn(sampler::run(engine, pool, self.sampler.clone(), hub.inner.clone(), job, cancel));
+        engine.handle.spawn(sampler::run(engine, pool, self.sampler.clone(), hub.inner.clone(), job, cancel));
         Ok(())
     }
 

@@ -39,8 +39,9 @@ pub struct SamplerConfig {
 pub struct Sampler {
     pub config: SamplerConfig,
     auth_headers: HeaderMap,
-    create_url: String,
-    responses_url: String,
+    /// Parsed once: reqwest would otherwise re-parse (and IDNA-check) the URL per request.
+    create_url: reqwest::Url,
+    responses_url: reqwest::Url,
 }
 
 impl Sampler {
@@ -56,9 +57,22 @@ impl Sampler {
         let base = config.base_url.trim_end_matches('/').to_string();
         let (create_url, responses_url) = match config.protocol {
             Protocol::Responses => (format!("{base}/v1/responses"), format!("{base}/v1/responses/")),
-            Protocol::Completions => (format!("{base}/completions"), String::new()),
+            Protocol::Completions => (format!("{base}/completions"), format!("{base}/")),
         };
-        Ok(Sampler { config, auth_headers, create_url, responses_url })
+        let parse = |u: &str| reqwest::Url::parse(u).map_err(|_| "base_url: expected an http(s) URL".to_string());
+        Ok(Sampler { create_url: parse(&create_url)?, responses_url: parse(&responses_url)?, config, auth_headers })
+    }
+
+    /// `{base}/v1/responses/{id}` plus `suffix` path segments, without re-parsing the base.
+    fn response_url(&self, id: &str, suffix: Option<&str>) -> reqwest::Url {
+        let mut url = self.responses_url.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().push(id);
+            if let Some(s) = suffix {
+                segments.push(s);
+            }
+        }
+        url
     }
 
     /// Idempotency keys go only on scheduled windows: asap-only models reject keyed creates.
@@ -139,13 +153,13 @@ impl Ctx {
     }
 
     /// One HTTP attempt, bounded by the attempt timeout and the sample deadline.
-    async fn attempt(&mut self, method: reqwest::Method, url: &str, body: Option<Bytes>, idem_key: Option<&str>) -> Result<Bytes, AttemptFailure> {
+    async fn attempt(&mut self, method: reqwest::Method, url: &reqwest::Url, body: Option<Bytes>, idem_key: Option<&str>) -> Result<Bytes, AttemptFailure> {
         let _permit = self.pool.permits.acquire().await.expect("the semaphore is never closed");
         let mut timeout = self.sampler.config.attempt_timeout.unwrap_or(Duration::from_secs(600));
         if let Some(rem) = self.remaining() {
             timeout = timeout.min(rem.max(Duration::from_millis(1)));
         }
-        let mut req = self.pool.client.request(method, url).headers(self.sampler.auth_headers.clone()).timeout(timeout);
+        let mut req = self.pool.client.request(method, url.clone()).headers(self.sampler.auth_headers.clone()).timeout(timeout);
         if let Some(key) = idem_key {
             req = req.header("Idempotency-Key", key);
         }
@@ -162,7 +176,9 @@ impl Ctx {
             Err(e) => return Err(AttemptFailure::Transport { timeout: e.is_timeout(), message: describe_transport_error(&e) }),
         };
         let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
+        // Retry hints matter only on failures; read them before the body consumes the response.
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let hints = if (200..300).contains(&status) { (None, None) } else { (header("retry-after-ms"), header("retry-after")) };
         let body = match Box::pin(resp.bytes()).await {
             Ok(b) => b,
             Err(e) => return Err(AttemptFailure::Transport { timeout: e.is_timeout(), message: describe_transport_error(&e) }),
@@ -171,8 +187,7 @@ impl Ctx {
             return Ok(body);
         }
         let (code, message) = decode::decode_error_body(&body);
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let retry_after = retry::parse_retry_after(header("retry-after-ms"), header("retry-after"), SystemTime::now());
+        let retry_after = retry::parse_retry_after(hints.0.as_deref(), hints.1.as_deref(), SystemTime::now());
         Err(AttemptFailure::Status { status, code, message, retry_after })
     }
 
@@ -182,7 +197,7 @@ impl Ctx {
         &mut self,
         what: &str,
         method: reqwest::Method,
-        url: &str,
+        url: &reqwest::Url,
         body: Option<Bytes>,
         idem_key: Option<&str>,
         reached_server_retry: bool,
@@ -235,7 +250,7 @@ impl Ctx {
         let id = decode::response_id(&created).map_err(|v| SampleError::new(ErrorKind::Protocol, v.0))?;
         // A server may answer a create with a finished response; no poll needed then.
         let mut outcome = decode::decode_poll(&created, want_logprobs).unwrap_or(PollOutcome::Pending);
-        let poll_url = format!("{}{}", sampler.responses_url, id);
+        let poll_url = sampler.response_url(&id, None);
         loop {
             match outcome {
                 PollOutcome::Pending => {}
@@ -288,7 +303,7 @@ impl Ctx {
         }
     }
 
-    async fn poll_once(&mut self, url: &str, id: &str) -> Result<Bytes, SampleError> {
+    async fn poll_once(&mut self, url: &reqwest::Url, id: &str) -> Result<Bytes, SampleError> {
         match self.with_retries("poll", reqwest::Method::GET, url, None, None, true, Some(id)).await {
             Err(e) if e.status == Some(404) => {
                 Err(SampleError { kind: ErrorKind::Expired, message: format!("response {id} is gone (404 while polling: expired or deleted)"), ..e })
@@ -299,15 +314,15 @@ impl Ctx {
 
     /// Best effort: tell the server to stop (and stop billing) a sample nobody waits for.
     fn spawn_server_cancel(&self, id: &str) {
-        let url = format!("{}{}/cancel", self.sampler.responses_url, id);
+        let url = self.sampler.response_url(id, Some("cancel"));
         let pool = self.pool.clone();
         let headers = self.sampler.auth_headers.clone();
         let engine = self.engine;
-        engine.runtime.spawn(async move {
+        engine.handle.spawn(async move {
             for attempt in 0..3u32 {
                 let _permit = pool.permits.acquire().await.expect("the semaphore is never closed");
                 Metrics::add(&engine.metrics.http_requests, 1);
-                let sent = pool.client.post(&url).headers(headers.clone()).body("{}").timeout(Duration::from_secs(10)).send().await;
+                let sent = pool.client.post(url.clone()).headers(headers.clone()).body("{}").timeout(Duration::from_secs(10)).send().await;
                 match sent {
                     Ok(r) if !retry::is_transient_status(r.status().as_u16()) => {
                         Metrics::add(&engine.metrics.cancels_sent, 1);
