@@ -7,7 +7,9 @@ on Sail, with a Rust core.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs more than the rest of the package
+if TYPE_CHECKING:
+    from typing import Any
 
 from sail_lite._core import __version__
 from sail_lite.errors import (

@@ -10,7 +10,12 @@ Messages never contain API keys or signed URLs: the engine redacts URLs before t
 from __future__ import annotations
 
 import builtins
-from typing import Any
+
+# `typing` (and through it `re`) would double the cost of `import sail_lite`; annotations
+# are strings here anyway.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "SailError",
