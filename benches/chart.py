@@ -45,7 +45,8 @@ def _bars(ax, items: list[tuple[str, float | None, str]], title: str, unit: str,
     if log:
         ax.set_xscale("log")
     positive = [v for v in values if v > 0] or [1]
-    ax.set_xlim(min(positive) / 3 if log else 0, max(positive) * (30 if log else 1.45))
+    span = positive + ([target] if target else [])
+    ax.set_xlim(min(span) / 3 if log else 0, max(span) * (30 if log else 1.45))
     for y, (_, v, note) in zip(ys, items):
         label = "n/a" if not v else f"{_fmt(v)} {unit}"
         ax.text(v if v else (min(positive) / 2.5 if log else 0), y, f"  {label}  {note}".rstrip(), va="center", fontsize=8)
@@ -104,7 +105,7 @@ def draw(report: dict[str, Any], path: Path) -> None:
         ax.hlines(bound, j - 0.45, j + 0.45, colors="#1f5fbf", linestyles="--", lw=1)
     ax.set_xticks(range(len(polls)), [f"{s['parameters']['latency_seconds']:g} s responses" for s in polls], fontsize=8)
     ax.set_yscale("log")
-    ax.set_ylim(top=max([1e5] + [ax.get_ylim()[1]]))
+    ax.set_ylim(top=ax.get_ylim()[1] * 8)
     ax.set_ylabel("ms after completion (p50)", fontsize=8)
     ax.legend(fontsize=7, loc="upper left", ncols=2)
     ax.set_title("Poll overhead p50 (less is better; dashed: target)", fontsize=10, loc="left", fontweight="bold")
