@@ -73,19 +73,32 @@ pub struct LatencyConfig {
     pub scale: f64,
     pub jitter: f64,
     pub in_progress_fraction: f64,
-    /// Seconds per window (before `scale`); windows not listed use `default_seconds`.
+    /// Seconds per window (before `scale`), overlaid on the defaults (asap 0, priority 1,
+    /// standard 3, flex 6, balanced 1); windows not listed use `default_seconds`.
+    #[serde(deserialize_with = "overlay_windows")]
     pub windows: BTreeMap<String, f64>,
     pub default_seconds: f64,
 }
 
+fn default_window_latencies() -> BTreeMap<String, f64> {
+    // Sail's windows are minutes long; compressed here so tests and demos stay fast.
+    [("asap", 0.0), ("priority", 1.0), ("standard", 3.0), ("flex", 6.0), ("balanced", 1.0)]
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect()
+}
+
+/// Per-window overrides keep the other windows' defaults (so overriding `priority` leaves `asap` instant).
+fn overlay_windows<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, D::Error> {
+    let given = BTreeMap::<String, f64>::deserialize(d)?;
+    let mut w = default_window_latencies();
+    w.extend(given);
+    Ok(w)
+}
+
 impl Default for LatencyConfig {
     fn default() -> Self {
-        // Sail's windows are minutes long; compressed here so tests and demos stay fast.
-        let windows = [("asap", 0.0), ("priority", 1.0), ("standard", 3.0), ("flex", 6.0), ("balanced", 1.0)]
-            .iter()
-            .map(|(k, v)| (k.to_string(), *v))
-            .collect();
-        LatencyConfig { scale: 1.0, jitter: 0.2, in_progress_fraction: 0.25, windows, default_seconds: 1.0 }
+        LatencyConfig { scale: 1.0, jitter: 0.2, in_progress_fraction: 0.25, windows: default_window_latencies(), default_seconds: 1.0 }
     }
 }
 
@@ -344,5 +357,8 @@ mod tests {
         assert_eq!(c2.latency.windows["standard"], 3.0);
         assert_eq!(c2.faults.rate_500, 0.5);
         assert!(patched(&c, &serde_json::json!({"port": 1})).is_err());
+        let c3 = EmulatorConfig::from_json(r#"{"latency": {"windows": {"priority": 5}}}"#).unwrap();
+        assert_eq!(c3.latency.windows["priority"], 5.0);
+        assert_eq!(c3.latency.windows["asap"], 0.0);
     }
 }

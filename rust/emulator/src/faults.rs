@@ -67,7 +67,7 @@ pub struct Plan {
 
 pub fn decide(cfg: &FaultConfig, class: Class, seed: u64, seq: u64) -> Plan {
     let mut plan = Plan::default();
-    if class == Class::Other || !cfg.apply_to.iter().any(|c| c == class.name()) {
+    if class == Class::Other || !cfg.any_http_fault() || !cfg.apply_to.iter().any(|c| c == class.name()) {
         return plan;
     }
     let u = rng::unit(rng::draw(seed, rng::STREAM_FAULT, seq));
