@@ -18,6 +18,9 @@ import probes
 import workload
 from clients import ClientConfig, open_client
 
+# Enough for pools and runtimes to reach steady state, without making a slow client's run long.
+WARMUP_SECONDS = 5.0
+
 
 def emulator_stats(base_url: str, reset: bool = False) -> dict[str, Any]:
     req = urllib.request.Request(base_url + ("/_stats/reset" if reset else "/_stats"), method="POST" if reset else "GET")
@@ -43,7 +46,7 @@ async def measure(spec: dict[str, Any], prompts: list[Any]) -> dict[str, Any]:
     warmup = spec.get("warmup", 0)
     if warmup:
         # Connection pools grown, code paths warm, runtimes built: steady state is what's measured.
-        await workload.run_bounded(client.sample, prompts, warmup, spec["concurrency"], 120.0, workload.RunLog())
+        await workload.run_bounded(client.sample, prompts, warmup, spec["concurrency"], WARMUP_SECONDS, workload.RunLog())
     emulator_stats(spec["base_url"], reset=True)
 
     log = workload.RunLog()
@@ -77,6 +80,7 @@ async def measure(spec: dict[str, Any], prompts: list[Any]) -> dict[str, Any]:
         "errors": sum(log.errors.values()),
         "error_kinds": log.errors,
         "timed_out": log.timed_out,
+        "capped": log.capped,
         "wall_seconds": log.wall_seconds,
         "samples_per_second": log.succeeded / log.wall_seconds if log.wall_seconds else None,
         "client_cpu_us_per_sample": cpu / started * 1e6,

@@ -45,6 +45,8 @@ def status(c: dict[str, Any]) -> str:
     notes = []
     if c["timed_out"]:
         notes.append("timed out")
+    if c.get("capped"):
+        notes.append(f"slow: stopped starting samples at the time limit ({c['started_total']:,} samples over {c['measured_runs']} runs)")
     if c["failures"]:
         notes.append(f"{len(c['failures'])} run(s) failed")
     return ", ".join(notes)

@@ -41,7 +41,7 @@ def _start_client(python: str, scenario: Scenario, client: str, emulator: Emulat
 
 
 def _finish_client(proc: subprocess.Popen, scenario: Scenario, client: str, rep: int, started: float) -> dict[str, Any]:
-    limit = scenario.max_seconds + scenario.warmup * 0.05 + KILL_GRACE_SECONDS
+    limit = scenario.max_seconds + KILL_GRACE_SECONDS
     try:
         out, err = proc.communicate(timeout=max(1.0, started + limit - time.monotonic()))
     except subprocess.TimeoutExpired:
@@ -69,6 +69,8 @@ def _describe(result: dict[str, Any]) -> str:
         parts.append(f"overhead p50 {result['overhead_p50_ms']:.0f} ms")
     if result["timed_out"]:
         parts.append("TIMED OUT")
+    if result.get("capped"):
+        parts.append(f"stopped at the {result['wall_seconds']:.0f} s limit")
     return ", ".join(parts)
 
 

@@ -14,7 +14,7 @@ MODEL = "moonshotai/Kimi-K2.6"
 WINDOW = "balanced"
 PROMPT_TOKENS = 512
 MAX_TOKENS = 64
-KILL_GRACE_SECONDS = 90
+KILL_GRACE_SECONDS = 120
 
 # 10% 429 + 5% 5xx + 1% dropped connections, on creates and polls; half of the create faults
 # strike after the response was created (the case where a retry without an idempotency key
@@ -78,32 +78,32 @@ class Scenario:
 def full() -> list[Scenario]:
     return [
         Scenario("throughput", "throughput", "Throughput and client CPU", ALL_CLIENTS,
-                 n=20_000, concurrency=1_000, warmup=1_000, max_seconds=30),
+                 n=20_000, concurrency=1_000, warmup=1_000, max_seconds=20),
         Scenario("scale", "scale", "50,000 samples in flight", RESPONSES_CLIENTS,
-                 n=50_000, latency_seconds=5.0, max_seconds=120, sample_interval=0.05),
+                 n=50_000, latency_seconds=5.0, max_seconds=90, sample_interval=0.05),
         Scenario("poll-0.5s", "poll", "Poll overhead, 0.5 s responses", RESPONSES_CLIENTS,
                  n=50, latency_seconds=0.5, spacing=0.01, max_seconds=60),
         Scenario("poll-5s", "poll", "Poll overhead, 5 s responses", RESPONSES_CLIENTS,
-                 n=50, latency_seconds=5.0, spacing=0.01, max_seconds=65),
+                 n=50, latency_seconds=5.0, spacing=0.01, max_seconds=65, parallel=True),
         Scenario("poll-60s", "poll", "Poll overhead, 60 s responses", RESPONSES_CLIENTS,
                  n=50, latency_seconds=60.0, spacing=0.01, max_seconds=120, parallel=True),
         Scenario("faults", "faults", "Fault injection", RESPONSES_CLIENTS,
-                 n=5_000, concurrency=1_000, warmup=200, faults=FAULTS, max_seconds=60),
+                 n=5_000, concurrency=1_000, warmup=200, faults=FAULTS, max_seconds=20),
     ]
 
 
 def quick() -> list[Scenario]:
     return [
         Scenario("throughput", "throughput", "Throughput and client CPU", ALL_CLIENTS,
-                 n=3_000, concurrency=500, warmup=300, max_seconds=10, reps=1),
+                 n=2_000, concurrency=500, warmup=100, max_seconds=8, reps=1),
         Scenario("scale", "scale", "5,000 samples in flight", RESPONSES_CLIENTS,
-                 n=5_000, latency_seconds=2.0, max_seconds=40, reps=1, sample_interval=0.05),
+                 n=5_000, latency_seconds=2.0, max_seconds=25, reps=1, sample_interval=0.05),
         Scenario("poll-0.5s", "poll", "Poll overhead, 0.5 s responses", RESPONSES_CLIENTS,
                  n=20, latency_seconds=0.5, spacing=0.01, max_seconds=40, reps=1, parallel=True),
         Scenario("poll-5s", "poll", "Poll overhead, 5 s responses", RESPONSES_CLIENTS,
                  n=20, latency_seconds=5.0, spacing=0.01, max_seconds=45, reps=1, parallel=True),
         Scenario("faults", "faults", "Fault injection", RESPONSES_CLIENTS,
-                 n=1_000, concurrency=500, warmup=100, faults=FAULTS, max_seconds=30, reps=1),
+                 n=500, concurrency=250, warmup=50, faults=FAULTS, max_seconds=20, reps=1),
     ]
 
 

@@ -22,6 +22,7 @@ def summarize_client(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "measured_runs": len(ok),
         "failures": [r["failed"] for r in runs if "failed" in r],
         "timed_out": any(r.get("timed_out") for r in runs),
+        "capped": any(r.get("capped") for r in runs),
         "n_requested": runs[0].get("n_requested") if runs else None,
     }
     for key in MEDIAN_KEYS:

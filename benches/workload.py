@@ -37,6 +37,9 @@ class RunLog:
     # (start, end) perf_counter times of successful samples (kept only when asked).
     spans: list[tuple[float, float]] = field(default_factory=list)
     wall_seconds: float = 0.0
+    # Stopped starting samples at the time limit (every started one finished): a slow client.
+    capped: bool = False
+    # Samples still running at the time limit were cancelled: a stuck client.
     timed_out: bool = False
 
     @property
@@ -93,7 +96,7 @@ async def run_bounded(sample: Sample, prompts: list[Any], n: int, concurrency: i
         launch()
     await done
     log.wall_seconds = time.perf_counter() - t0
-    log.timed_out = next_index < n
+    log.capped = next_index < n
     return log
 
 
