@@ -219,14 +219,14 @@ def fuzz(examples: int):
 
 
 @pytest.mark.timeout(300)
-@fuzz(100)
+@fuzz(75)
 @given(case=WELL_FORMED)
 def test_well_formed_bodies_give_exactly_their_outcome(fuzz_rig, case):
     run_case(fuzz_rig, case)
 
 
 @pytest.mark.timeout(300)
-@fuzz(100)
+@fuzz(75)
 @given(case=MALFORMED)
 def test_malformed_bodies_are_protocol_errors(fuzz_rig, case):
     run_case(fuzz_rig, case)

@@ -97,7 +97,7 @@ def test_asyncio_run_many_times_reuses_the_engine(emu, expected):
     completer = sail_completer(emu, metadata=SEED_METADATA)
     asyncio.run(completer(prompt_for(0)))  # warm: engine built, pool connected
     threads_before, pipes_before = os_thread_count(), pipe_fds()
-    runs = 300
+    runs = 150
 
     async def one(i):
         return as_tuple(await completer(prompt_for(i)))
@@ -108,7 +108,7 @@ def test_asyncio_run_many_times_reuses_the_engine(emu, expected):
     # No engine rebuilt per loop, and each closed loop's completion pipe was released.
     assert os_thread_count() <= threads_before
     assert pipe_fds() <= pipes_before
-    record_outcome("asyncio.run 300 times in one process", samples=runs, wrong=0, lost=0, leaked_pipes=pipe_fds() - pipes_before)
+    record_outcome("asyncio.run 150 times in one process", samples=runs, wrong=0, lost=0, leaked_pipes=pipe_fds() - pipes_before)
 
 
 @pytest.mark.timeout(60)
