@@ -32,7 +32,6 @@ MODEL = "sail-lite/byte-ngram"
 # A fixed sampling seed (sent as metadata) makes the emulator's answer a pure function of the
 # prompt, so a sample served through faults can be compared with a fault-free reference.
 SEED_METADATA = {"seed": "20261122"}
-REPO = Path(__file__).resolve().parents[1]
 
 
 # --- completers and prompts ---------------------------------------------------------------
@@ -392,10 +391,15 @@ def run_python_many(code: str, args: list[str], runs: int, parallel: int, timeou
         return list(pool.map(lambda _: run_python(code, *args, timeout=timeout), range(runs)))
 
 
-def rollout_groups_in_worker(completer: Any, builders: list[Any]) -> list[dict[str, Any]]:
+def rollout_groups_in_worker(completer: Any, builders: list[Any], alarm_seconds: int = 120) -> list[dict[str, Any]]:
     """Spawn-pool entry point: run tinker-cookbook group rollouts with an unpickled completer
-    in the worker's own event loop; return plain, picklable summaries."""
+    in the worker's own event loop; return plain, picklable summaries. A hang ends the worker
+    by SIGALRM (the pool then reports it broken) instead of hanging the test."""
+    import signal
+
     from tinker_cookbook.rl.rollouts import do_group_rollout
+
+    signal.alarm(alarm_seconds)
 
     async def run() -> list[Any]:
         return await asyncio.gather(*(do_group_rollout(b, completer) for b in builders))
@@ -411,6 +415,7 @@ def rollout_groups_in_worker(completer: Any, builders: list[Any]) -> list[dict[s
                 "rewards": group.get_total_rewards(),
             }
         )
+    signal.alarm(0)
     return summaries
 
 
