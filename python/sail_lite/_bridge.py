@@ -28,7 +28,10 @@ class LoopBridge:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.hub = _core.CompletionHub()
-        self.futures: dict[int, asyncio.Future[Any]] = {}
+        # Weak values: a future references its loop, and the bridge must not keep a dropped
+        # loop alive (its finalizer is what cancels the samples still running for it).
+        # The awaiting task holds each future for as long as anyone waits for it.
+        self.futures: weakref.WeakValueDictionary[int, asyncio.Future[Any]] = weakref.WeakValueDictionary()
         self.pid = os.getpid()
         try:
             loop.add_reader(self.hub.fd, self._on_wake)

@@ -19,6 +19,7 @@ use std::time::Duration;
 /// Sail's limit on prompt length, enforced before any request is made.
 const MAX_PROMPT_TOKENS: usize = 2_000_000;
 const MAX_TOKEN_ID: i64 = (1 << 31) - 1;
+const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
 
 static ARGUMENT_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
@@ -36,7 +37,8 @@ fn argument_error(py: Python<'_>, argument: &str, expected: &str, got: Option<Bo
 fn secs(name: &str, v: Option<f64>) -> PyResult<Option<Duration>> {
     match v {
         None => Ok(None),
-        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        // Capped so deadline arithmetic can never overflow; a year is "no deadline" in practice.
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s.min(MAX_SECONDS)))),
         Some(_) => Err(pyo3::exceptions::PyValueError::new_err(format!("{name}: expected a positive number of seconds"))),
     }
 }

@@ -10,6 +10,8 @@ pub enum ErrorKind {
     Cancelled,
     Expired,
     Protocol,
+    /// A bug in the engine (a caught panic).
+    Internal,
 }
 
 impl ErrorKind {
@@ -22,6 +24,7 @@ impl ErrorKind {
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Expired => "expired",
             ErrorKind::Protocol => "protocol",
+            ErrorKind::Internal => "internal",
         }
     }
 }

@@ -9,6 +9,8 @@ use crate::request_body::{self, SamplingDefaults, Stop};
 use crate::retry::{self, RetryPolicy};
 use crate::sample_error::{describe_transport_error, ErrorKind, SampleError};
 use bytes::Bytes;
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -93,9 +95,17 @@ pub async fn run(engine: &'static Engine, pool: HttpPool, sampler: Arc<Sampler>,
     Metrics::add(&engine.metrics.samples_started, 1);
     let request_id = job.request_id;
     let mut ctx = Ctx { engine, pool, sampler, cancel, stats: SampleStats::default(), started: Instant::now() };
-    let result = match ctx.sampler.config.protocol {
-        Protocol::Responses => ctx.run_response(job).await,
-        Protocol::Completions => ctx.run_completion(job).await,
+    let work = async {
+        match ctx.sampler.config.protocol {
+            Protocol::Responses => ctx.run_response(job).await,
+            Protocol::Completions => ctx.run_completion(job).await,
+        }
+    };
+    // A bug must surface as an exception on the awaiting side, never as a sample that
+    // silently never completes.
+    let result = match AssertUnwindSafe(work).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => Err(SampleError::new(ErrorKind::Internal, format!("internal error in the sail-lite engine: {}", panic_message(&panic)))),
     };
     let m = &engine.metrics;
     Metrics::add(if result.is_ok() { &m.samples_succeeded } else { &m.samples_failed }, 1);
@@ -128,7 +138,8 @@ enum AttemptFailure {
 
 impl Ctx {
     fn deadline(&self) -> Option<Instant> {
-        self.sampler.config.sample_timeout.map(|t| self.started + t)
+        // An absurdly long timeout (beyond what Instant can hold) means no deadline.
+        self.sampler.config.sample_timeout.and_then(|t| self.started.checked_add(t))
     }
 
     fn remaining(&self) -> Option<Duration> {
@@ -291,15 +302,22 @@ impl Ctx {
             let bytes = match polled {
                 Ok(b) => b,
                 Err(e) => {
-                    // Abandoned (caller cancel, deadline, dead server): stop it server-side too.
-                    if matches!(e.kind, ErrorKind::Timeout | ErrorKind::Connection | ErrorKind::Cancelled) {
+                    // We are giving up on a response that may still be running (caller cancel,
+                    // deadline, dead or failing server): stop it server-side too. A 404 means
+                    // it is gone already.
+                    if e.kind != ErrorKind::Expired {
                         self.spawn_server_cancel(&id);
                     }
                     return Err(e);
                 }
             };
-            outcome = decode::decode_poll(&bytes, want_logprobs)
-                .map_err(|v| SampleError::new(ErrorKind::Protocol, format!("response {id}: {}", v.0)).with_response_id(Some(&id)))?;
+            outcome = match decode::decode_poll(&bytes, want_logprobs) {
+                Ok(o) => o,
+                Err(v) => {
+                    self.spawn_server_cancel(&id);
+                    return Err(SampleError::new(ErrorKind::Protocol, format!("response {id}: {}", v.0)).with_response_id(Some(&id)));
+                }
+            };
         }
     }
 
@@ -379,6 +397,14 @@ fn deadline_error(limit: Option<Duration>, id: Option<&str>) -> SampleError {
     let secs = limit.map_or(0.0, |d| d.as_secs_f64());
     let what = if id.is_some() { "; the server was asked to cancel it" } else { "" };
     SampleError::new(ErrorKind::Timeout, format!("the sample did not finish within poll_timeout={secs}s{what}")).with_response_id(id)
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// One key per logical sample, reused on every attempt of its create.
