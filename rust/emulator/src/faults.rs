@@ -31,7 +31,7 @@ impl Class {
             }
             return if method == Method::GET { Class::Poll } else { Class::Other };
         }
-        if p == "/v1/completions" {
+        if p == "/v1/completions" || p == "/oai/api/v1/completions" {
             return Class::Completions;
         }
         if p.starts_with("/v1/models") {

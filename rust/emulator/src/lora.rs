@@ -178,7 +178,10 @@ pub fn url_host(url: &str) -> String {
 
 /// A URL safe to show: the query (which carries the signature) and any userinfo removed.
 pub fn redact_url(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let Some((scheme, rest)) = url.split_once("://") else {
+        let base = url.split(['?', '#']).next().unwrap_or("");
+        return if url.contains('?') { format!("{base}?<redacted>") } else { base.to_string() };
+    };
     let path_start = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let host = &rest[..path_start];
     let host = host.rsplit('@').next().unwrap_or(host);
@@ -263,5 +266,7 @@ mod tests {
         assert_eq!(url_host(u), "https://storage.example.com");
         assert_eq!(url_expiry(u), Some(1.0));
         assert_eq!(url_expiry("http://h/a"), None);
+        assert_eq!(redact_url("ckpt?sig=1"), "ckpt?<redacted>");
+        assert_eq!(redact_url("gs://b/o?X-Goog-Signature=1"), "gs://b/o?<redacted>");
     }
 }

@@ -86,7 +86,9 @@ async fn handle(st: Arc<AppState>, router: Router, ctl: Arc<ConnCtl>, req: Reque
     let mut fault: Option<FaultKind> = None;
     let mut rid: Option<Box<str>> = None;
 
-    let resp = if req.uri().path().starts_with("/v1/") && !authorized(&st, &req) {
+    let path = req.uri().path();
+    let needs_key = path.starts_with("/v1/") || path.starts_with("/oai/");
+    let resp = if needs_key && !authorized(&st, &req) {
         unauthorized(&req)
     } else {
         let plan = if class == Class::Other {

@@ -274,7 +274,9 @@ pub fn create(st: &AppState, body: &[u8]) -> Result<CreateReq, ApiError> {
                 LoraRef::Url { url: name.to_string(), config_json: cfg.to_string() }
             } else {
                 let a = st.loras.named(name).ok_or_else(|| {
-                    meta_err("lora", "lora_not_found", format!("No LoRA named '{name}' is registered with this server"))
+                    // Anything URL-like may carry a signature: never echo its query.
+                    let shown = if name.contains("://") || name.contains('?') { redact_url(name) } else { name.to_string() };
+                    meta_err("lora", "lora_not_found", format!("No LoRA named '{shown}' is registered with this server (a Tinker archive must be an http(s) URL)"))
                 })?;
                 LoraRef::Named(a)
             }
@@ -302,7 +304,7 @@ pub fn create(st: &AppState, body: &[u8]) -> Result<CreateReq, ApiError> {
 /// The metadata echoed in responses, with bearer-like values redacted.
 fn echo_metadata(mut meta: Map<String, Value>) -> Box<str> {
     if let Some(Value::String(u)) = meta.get_mut("lora") {
-        if u.starts_with("http://") || u.starts_with("https://") {
+        if u.contains("://") || u.contains('?') {
             *u = redact_url(u);
         }
     }

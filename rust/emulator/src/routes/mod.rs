@@ -20,6 +20,10 @@ pub fn router(st: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/v1/models", get(models::list))
         .route("/v1/models/{*id}", get(models::get))
         .route("/v1/completions", post(completions::create))
+        // Tinker's OpenAI-compatible layout (<TINKER_BASE_URL>/oai/api/v1), so a client pointed at
+        // the emulator through TINKER_BASE_URL works unchanged.
+        .route("/oai/api/v1/completions", post(completions::create))
+        .route("/oai/api/v1/models", get(models::list))
         .route("/_stats", get(stats::get))
         .route("/_stats/reset", post(stats::reset))
         .route("/_tinker/archives/{name}", get(crate::archives::get_archive))
