@@ -586,6 +586,8 @@ def test_polls_are_faulted_and_apply_to_is_configurable(fresh_emulator: Any) -> 
     assert create(emu).status == 500
     emu.update(faults={"apply_to": ["completions"]})
     assert call(emu, "POST", "/v1/completions", {"model": MODEL, "prompt": [1]}).status == 500
+    emu.update(faults=False)
+    assert create(emu).status == 202 and poll(emu, rid).status == 200
 
 
 def test_fault_rates_are_seeded_and_roughly_honoured(fresh_emulator: Any) -> None:

@@ -127,15 +127,18 @@ class Emulator:
         self,
         *,
         latency: float | Mapping[str, Any] | None = None,
-        faults: Mapping[str, Any] | None = None,
+        faults: Mapping[str, Any] | bool | None = None,
         retention_seconds: float | None = None,
     ) -> None:
-        """Change latency/faults/retention on the running server (merged into the current values)."""
+        """Change latency/faults/retention on the running server (merged into the current values).
+        ``faults=False`` switches every fault off (back to the defaults)."""
         patch: dict[str, Any] = {}
         lat = _latency(latency)
         if lat is not None:
             patch["latency"] = lat
-        if faults is not None:
+        if faults is False:
+            patch["faults"] = None  # JSON merge patch: null resets to the defaults
+        elif faults is not None and faults is not True:
             patch["faults"] = dict(faults)
         if retention_seconds is not None:
             patch["retention_seconds"] = float(retention_seconds)
