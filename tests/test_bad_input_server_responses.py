@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -80,9 +79,7 @@ def run_case(rig, case: Case) -> None:
         _, tokens, logprobs, stop_reason = case.expect
         assert not isinstance(result, BaseException), f"{result!r} for {case.body[:300]!r}"
         assert result.tokens == tokens and result.stop_reason == stop_reason
-        assert len(result.logprobs) == len(logprobs)
-        # Within a few units in the last place (exactness: test_logprobs_round_trip_exactly).
-        assert all(math.isclose(a, b, rel_tol=0, abs_tol=4 * math.ulp(b)) for a, b in zip(result.logprobs, logprobs))
+        assert result.logprobs == logprobs  # exactly: JSON floats round-trip
     elif kind == "keeps polling":
         assert not isinstance(result, BaseException), f"{result!r} for {case.body[:300]!r}"
         assert result.tokens == SENTINEL_TOKENS
@@ -274,13 +271,8 @@ def test_classic_malformed_bodies(fuzz_rig, body):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: serde_json is built without its `float_roundtrip` feature, so about one logprob "
-    "in eight comes back 1-2 ULP off the value the server sent (e.g. -1.8771917354846979 -> "
-    "-1.877191735484698); enabling the feature in Cargo.toml fixes it",
-)
 def test_logprobs_round_trip_exactly(fuzz_rig):
+    """Bit for bit: logprobs feed importance-sampling ratios (serde_json's float_roundtrip)."""
     import random
 
     rng = random.Random(7)

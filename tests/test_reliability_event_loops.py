@@ -145,14 +145,9 @@ def test_using_a_closed_loop_raises_at_once(emu):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: a loop closed (and dropped) with samples still in flight is never garbage "
-    "collected: _bridge._bridges (a WeakKeyDictionary) holds the LoopBridge, whose pending futures "
-    "reference the loop, so its weakref.finalize never runs: the samples are not cancelled "
-    "server-side and the hub's two pipe fds leak",
-)
 def test_a_loop_dropped_with_samples_in_flight_cancels_them():
+    """A loop closed and dropped while samples run is collected; its finalizer closes the
+    completion hub, which cancels the samples server-side and releases the pipe."""
     with Emulator(latency={"scale": 10.0}) as slow:
         completer = sail_completer(slow)
         pipes_before = pipe_fds()
@@ -164,7 +159,7 @@ def test_a_loop_dropped_with_samples_in_flight_cancels_them():
             task._log_destroy_pending = False
         loop.close()
         gone = weakref.ref(loop)
-        del loop, tasks
+        del loop, tasks, task  # drop every reference this test holds
         gc.collect()
         assert gone() is None, "the closed loop is still referenced"
         assert pipe_fds() == pipes_before, "its completion pipe is still open"

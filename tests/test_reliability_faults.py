@@ -288,13 +288,8 @@ def test_retry_after_header_alone_is_honoured(header):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: a sample abandoned because its polls failed with HTTP errors (5xx/429 "
-    "beyond the retry budget) is not cancelled server-side; only timeouts, connection errors and "
-    "caller cancellation send POST /v1/responses/{id}/cancel (rust/src/sampler.rs run_response)",
-)
 def test_sample_abandoned_after_failing_polls_is_cancelled_server_side():
+    """Giving up on a response whose polls keep failing must not leave it running (and billing)."""
     with Emulator(latency=5.0, faults={"apply_to": ["poll"], "rate_503": 1.0}) as emu:
         completer = sail_completer(emu, max_retries=1)
         with pytest.raises(sail_lite.SailAPIStatusError):
