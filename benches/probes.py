@@ -85,6 +85,7 @@ class PeakSampler:
         self.peak_rss_kb = current_rss_kb()
         self.peak_sockets = 0
         self.peak_in_flight = 0
+        self.fd_exhausted = False
 
     def __enter__(self) -> "PeakSampler":
         self._thread.start()
@@ -93,11 +94,17 @@ class PeakSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self._sample()
+        self._safe_sample()
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
+            self._safe_sample()
+
+    def _safe_sample(self) -> None:
+        try:
             self._sample()
+        except OSError:  # out of file descriptors (a client holding one socket per request)
+            self.fd_exhausted = True
 
     def _sample(self) -> None:
         rss = current_rss_kb()

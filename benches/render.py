@@ -36,6 +36,8 @@ def ratio(value: float | None, reference: float | None, invert: bool = False) ->
     if not value or not reference:
         return "n/a"
     r = reference / value if invert else value / reference
+    if r < 0.1:
+        return f"{r:.2f}x"
     return f"{r:,.1f}x" if r < 10 else f"{r:,.0f}x"
 
 
@@ -47,6 +49,8 @@ def status(c: dict[str, Any]) -> str:
         notes.append("timed out")
     if c.get("capped"):
         notes.append(f"slow: stopped starting samples at the time limit ({c['started_total']:,} samples over {c['measured_runs']} runs)")
+    if c.get("fd_exhausted"):
+        notes.append(f"ran out of file descriptors (limit {c['fd_limit']:,}): one socket per request in flight")
     if c["failures"]:
         notes.append(f"{len(c['failures'])} run(s) failed")
     return ", ".join(notes)
@@ -62,6 +66,12 @@ def _clients(scenario: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return scenario["clients"]
 
 
+def _rss_added(c: dict[str, Any]) -> float | None:
+    if c.get("peak_rss_during_mb") is None or c.get("rss_before_mb") is None:
+        return None
+    return c["peak_rss_during_mb"] - c["rss_before_mb"]
+
+
 def throughput_section(report: dict[str, Any]) -> str:
     s = report["scenarios"].get("throughput")
     if not s:
@@ -74,24 +84,24 @@ def throughput_section(report: dict[str, Any]) -> str:
     if cap.get("samples_per_second"):
         rows.append(["emulator capacity (sail-loadgen, Rust, no Python)", num(cap["samples_per_second"]),
                      ratio(cap["samples_per_second"], ref.get("samples_per_second")), "-", "-",
-                     num(cap.get("http_requests_per_sample"), 2), "-", "-", cap.get("note", "")])
+                     num(cap.get("http_requests_per_sample"), 2), "-", "-", "-", cap.get("note", "")])
     elif cap:
-        rows.append(["emulator capacity (sail-loadgen)", "n/a", "", "", "", "", "", "", cap.get("reason", "")])
+        rows.append(["emulator capacity (sail-loadgen)", "n/a", "", "", "", "", "", "", "", cap.get("reason", "")])
     for name, c in clients.items():
         rows.append([
             LABELS[name], num(c["samples_per_second"]), ratio(c["samples_per_second"], ref.get("samples_per_second")),
             num(c["client_cpu_us_per_sample"]), ratio(c["client_cpu_us_per_sample"], ref.get("client_cpu_us_per_sample"), invert=True),
-            num(c["http_requests_per_sample"], 2), num(c["peak_rss_mb"]), f"{c['errors_total']:,}", status(c),
+            num(c["http_requests_per_sample"], 2), num(c["peak_rss_mb"]), num(_rss_added(c)), f"{c['errors_total']:,}", status(c),
         ])
     intro = (f"{p['n']:,} samples per run, {p['concurrency']:,} in flight, {p['prompt_tokens']}-token prompts, "
              f"max_tokens={p['max_tokens']} (the emulator's model stops early on its end token: "
              f"{num(clients.get('sail-lite', {}).get('output_tokens_per_sample'), 1)} output tokens per sample on average), "
-             f"emulator latency 0; {p['warmup']:,} warm-up samples first. A client that cannot finish in "
+             f"emulator latency 0; up to {p['warmup']:,} warm-up samples (5 s at most) first. Peak RSS includes the ~600 MB that importing tinker-cookbook and torch costs every client. A client that cannot finish in "
              f"{p['max_seconds']:.0f} s starts no new samples after that; its rate is over what it finished.")
     return "\n\n".join([
         f"### 1. Throughput and client CPU\n\n{intro}",
         table(["client", "samples/s", "vs official SDK", "client CPU µs/sample", "less CPU than official SDK",
-               "HTTP requests/sample", "peak RSS MB", "errors", "notes"], rows),
+               "HTTP requests/sample", "peak RSS MB", "RSS added by the run MB", "errors", "notes"], rows),
     ])
 
 
@@ -203,6 +213,8 @@ def targets_section(report: dict[str, Any]) -> str:
 def header(report: dict[str, Any]) -> str:
     m = report["machine"]
     load = ", ".join(f"{x:.1f}" for x in m["load_average_at_start"])
+    if m.get("load_average_at_end"):
+        load += " (at the end: " + ", ".join(f"{x:.1f}" for x in m["load_average_at_end"]) + ")"
     reps = sorted({s["parameters"]["reps"] for s in report["scenarios"].values()})
     return (f"Measured {report['date']} with `{report['command']}` (sail-lite {m['sail_lite_commit']}), "
             f"{report['total_seconds'] / 60:.0f} minutes: {m['cpu']}, {m['nproc']} cores, {m['memory_gib']} GiB RAM, "

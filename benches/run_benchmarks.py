@@ -90,6 +90,7 @@ def main() -> None:
         log("cold start and sizes")
         report["cold_start"] = cold_start.measure(args.wheel, runs=3 if args.quick else cold_start.IMPORT_RUNS)
     report["total_seconds"] = time.monotonic() - started
+    report["machine"]["load_average_at_end"] = os.getloadavg()
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     raw_dir = RESULTS / "raw" if mode == "full" else out  # raw runs are not committed

@@ -23,6 +23,8 @@ def summarize_client(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "failures": [r["failed"] for r in runs if "failed" in r],
         "timed_out": any(r.get("timed_out") for r in runs),
         "capped": any(r.get("capped") for r in runs),
+        "fd_exhausted": any(r.get("fd_exhausted") for r in runs),
+        "fd_limit": next((r["fd_limit"] for r in runs if "fd_limit" in r), None),
         "n_requested": runs[0].get("n_requested") if runs else None,
     }
     for key in MEDIAN_KEYS:
