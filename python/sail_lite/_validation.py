@@ -12,6 +12,8 @@ from sail_lite.errors import SailArgumentError
 
 MAX_PROMPT_TOKENS = 2_000_000
 MAX_TOKEN_ID = 2**31 - 1
+MAX_TOKENS = 2**31 - 1  # what the engine's u32 fields (and any server) can carry
+MAX_RETRIES = 1_000
 
 
 def require_str(name: str, value: Any, *, allow_empty: bool = False) -> str:
@@ -26,14 +28,14 @@ def optional_str(name: str, value: Any) -> str | None:
 
 def positive_int(name: str, value: Any, *, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (maximum is not None and value > maximum):
-        bound = f"an int >= 1" if maximum is None else f"an int in 1..{maximum}"
+        bound = "an int >= 1" if maximum is None else f"an int in 1..{maximum}"
         raise SailArgumentError(name, bound, value)
     return value
 
 
-def non_negative_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise SailArgumentError(name, "an int >= 0", value)
+def non_negative_int(name: str, value: Any, *, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (maximum is not None and value > maximum):
+        raise SailArgumentError(name, "an int >= 0" if maximum is None else f"an int in 0..{maximum}", value)
     return value
 
 
@@ -76,7 +78,8 @@ def adapter_config_json(value: Any) -> str:
     if not isinstance(value, Mapping):
         raise SailArgumentError("adapter_config", "a JSON object (dict or JSON string)", type(value).__name__)
     try:
-        return json.dumps(dict(value), separators=(",", ":"), sort_keys=True)
+        # allow_nan=False: NaN/Infinity are not JSON, and only the server would notice.
+        return json.dumps(dict(value), separators=(",", ":"), sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise SailArgumentError("adapter_config", "JSON-serialisable values", str(exc)) from None
 
@@ -130,6 +133,31 @@ def normalise_stop(stop: Any) -> tuple[list[str] | None, list[int] | None]:
             raise SailArgumentError("stop", "token ids in 0..2**31-1", stop)
         return None, list(stop)
     raise SailArgumentError("stop", "all strings or all token ids (not a mix)", stop)
+
+
+def http_url(name: str, value: Any) -> str:
+    """An http(s) URL with a host, without a trailing slash."""
+    from urllib.parse import urlsplit
+
+    if isinstance(value, str) and value.startswith(("http://", "https://")) and value.isprintable() and " " not in value:
+        try:
+            parts = urlsplit(value)
+            _ = parts.port  # raises ValueError for a malformed port
+            if parts.hostname:
+                return value.rstrip("/")
+        except ValueError:
+            pass
+    raise SailArgumentError(name, "an http:// or https:// URL with a host", redact_url(str(value)))
+
+
+def readable_file(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    import os
+
+    if not isinstance(value, (str, os.PathLike)) or not os.path.isfile(value) or not os.access(value, os.R_OK):
+        raise SailArgumentError(name, "the path of a readable PEM file", value)
+    return os.fspath(value)
 
 
 def redact_url(url: str) -> str:

@@ -77,7 +77,7 @@ class _EngineCompleter(_TokenCompleterBase):  # type: ignore[misc, valid-type]
         tokens = v.prompt_tokens(model_input)
         budget = self.max_tokens
         if max_tokens is not None:
-            budget = min(budget, v.positive_int("max_tokens", max_tokens))
+            budget = min(budget, v.positive_int("max_tokens", max_tokens, maximum=v.MAX_TOKENS))
         context_window = self.context_window
         if context_window is not None:
             room = context_window - len(tokens)
@@ -143,9 +143,7 @@ def _resolve_base_url(base_url: Any, env_var: str | None, default: str | None) -
         base_url = os.environ.get(env_var) or None
     if base_url is None:
         base_url = default
-    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-        raise SailArgumentError("base_url", "an http:// or https:// URL", v.redact_url(str(base_url)))
-    return base_url.rstrip("/")
+    return v.http_url("base_url", base_url)
 
 
 def _common_engine_arguments(c: dict[str, Any]) -> dict[str, Any]:
@@ -218,7 +216,7 @@ class SailTokenCompleter(_EngineCompleter):
             raise SailArgumentError("completion_window", "a scheduled window (not 'asap') when sampling a LoRA", window)
         config = {
             "model": v.require_str("model", model),
-            "max_tokens": v.positive_int("max_tokens", max_tokens),
+            "max_tokens": v.positive_int("max_tokens", max_tokens, maximum=v.MAX_TOKENS),
             "temperature": v.number_in("temperature", temperature, 0.0, 2.0),
             "top_p": v.number_in("top_p", top_p, 0.0, 1.0),
             "completion_window": window,
@@ -232,10 +230,10 @@ class SailTokenCompleter(_EngineCompleter):
             "base_url": _resolve_base_url(base_url, "SAIL_API_URL", DEFAULT_SAIL_API_URL),
             "api_key": _resolve_api_key(api_key, "SAIL_API_KEY", required=True),
             "poll_timeout": v.optional_seconds("poll_timeout", poll_timeout),
-            "max_retries": v.non_negative_int("max_retries", max_retries),
+            "max_retries": v.non_negative_int("max_retries", max_retries, maximum=v.MAX_RETRIES),
             "context_window": None if context_window is None else v.positive_int("context_window", context_window),
             "max_connections": v.positive_int("max_connections", max_connections, maximum=65536),
-            "ca_bundle": v.optional_str("ca_bundle", ca_bundle),
+            "ca_bundle": v.readable_file("ca_bundle", ca_bundle),
         }
         super().__init__(**config)
 
@@ -324,7 +322,7 @@ class OpenAICompatibleTokenCompleter(_EngineCompleter):
             validate_openai_model(model)
         config = {
             "model": model,
-            "max_tokens": v.positive_int("max_tokens", max_tokens),
+            "max_tokens": v.positive_int("max_tokens", max_tokens, maximum=v.MAX_TOKENS),
             "base_url": _resolve_base_url(base_url, None, None),
             "temperature": v.number_in("temperature", temperature, 0.0, 2.0),
             "top_p": v.number_in("top_p", top_p, 0.0, 1.0),
@@ -333,10 +331,10 @@ class OpenAICompatibleTokenCompleter(_EngineCompleter):
             "timeout": v.optional_seconds("timeout", timeout),
             "request_logprobs": _bool("request_logprobs", request_logprobs),
             "poll_timeout": None,
-            "max_retries": v.non_negative_int("max_retries", max_retries),
+            "max_retries": v.non_negative_int("max_retries", max_retries, maximum=v.MAX_RETRIES),
             "context_window": None if context_window is None else v.positive_int("context_window", context_window),
             "max_connections": v.positive_int("max_connections", max_connections, maximum=65536),
-            "ca_bundle": v.optional_str("ca_bundle", ca_bundle),
+            "ca_bundle": v.readable_file("ca_bundle", ca_bundle),
         }
         super().__init__(**config)
 

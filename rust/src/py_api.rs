@@ -114,6 +114,9 @@ impl SamplerClient {
             retry,
             poll,
         };
+        if let Some(path) = &ca_bundle {
+            check_ca_bundle(path).map_err(|expected| Python::attach(|py| argument_error(py, "ca_bundle", &expected, None)))?;
+        }
         let sampler = Sampler::new(config).map_err(pyo3::exceptions::PyValueError::new_err)?;
         let http_key = HttpClientKey { origin, ca_bundle, max_connections: max_connections.max(1) };
         Ok(SamplerClient { sampler: Arc::new(sampler), http_key })
@@ -152,6 +155,15 @@ impl SamplerClient {
         // Never the key: only what identifies the configuration.
         let c = &self.sampler.config;
         format!("SamplerClient(protocol={:?}, origin={:?}, model={:?})", c.protocol, self.http_key.origin, c.defaults.model)
+    }
+}
+
+/// Fail at construction, not at the first sample, on a CA bundle that cannot be used.
+fn check_ca_bundle(path: &str) -> Result<(), String> {
+    let pem = std::fs::read(path).map_err(|_| "a readable PEM file of CA certificates".to_string())?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(()),
+        _ => Err("a PEM file holding at least one CA certificate".to_string()),
     }
 }
 

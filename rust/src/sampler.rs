@@ -132,6 +132,8 @@ enum AttemptFailure {
     Status { status: u16, code: Option<String>, message: String, retry_after: Option<Duration> },
     /// Never reached the server: always safe to retry.
     Connect(String),
+    /// The server's certificate was rejected: retrying cannot help.
+    Tls(String),
     /// May have reached the server (timeout, reset mid-request).
     Transport { timeout: bool, message: String },
 }
@@ -183,6 +185,7 @@ impl Ctx {
         let sent = Box::pin(req.send()).await;
         let resp = match sent {
             Ok(r) => r,
+            Err(e) if e.is_connect() && is_certificate_error(&e) => return Err(AttemptFailure::Tls(describe_transport_error(&e))),
             Err(e) if e.is_connect() => return Err(AttemptFailure::Connect(describe_transport_error(&e))),
             Err(e) => return Err(AttemptFailure::Transport { timeout: e.is_timeout(), message: describe_transport_error(&e) }),
         };
@@ -372,6 +375,11 @@ impl Ctx {
 fn classify(what: &str, failure: AttemptFailure, reached_server_retry: bool) -> (bool, Option<Duration>, SampleError) {
     match failure {
         AttemptFailure::Connect(msg) => (true, None, SampleError::new(ErrorKind::Connection, format!("{what}: {msg}"))),
+        AttemptFailure::Tls(msg) => (
+            false,
+            None,
+            SampleError::new(ErrorKind::Connection, format!("{what}: TLS certificate verification failed ({msg}); pass ca_bundle= to trust a private CA")),
+        ),
         AttemptFailure::Transport { timeout, message } => {
             let kind = if timeout { ErrorKind::Timeout } else { ErrorKind::Connection };
             (reached_server_retry, None, SampleError::new(kind, format!("{what}: {message}")))
@@ -387,6 +395,19 @@ fn classify(what: &str, failure: AttemptFailure, reached_server_retry: bool) -> 
             (retryable, retry_after, e)
         }
     }
+}
+
+/// rustls reports an untrusted or invalid server certificate somewhere in the source chain.
+fn is_certificate_error(err: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        let text = s.to_string().to_ascii_lowercase();
+        if text.contains("certificate") || text.contains("unknownissuer") {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn cancelled_error(id: Option<&str>) -> SampleError {
