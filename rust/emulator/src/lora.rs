@@ -83,7 +83,7 @@ impl LoraRegistry {
             .ok()
             .and_then(|v| v.get("base_model_name_or_path").and_then(|b| b.as_str()).map(String::from));
         match named {
-            Some(b) if self.served.iter().any(|m| *m == b) => std::borrow::Cow::Owned(b),
+            Some(b) if self.served.contains(&b) => std::borrow::Cow::Owned(b),
             _ => std::borrow::Cow::Borrowed(request_model),
         }
     }

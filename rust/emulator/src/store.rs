@@ -78,9 +78,11 @@ pub enum Reserve {
     Conflict,
 }
 
+type Shard<K, V> = Mutex<HashMap<K, V>>;
+
 pub struct Store {
-    shards: Box<[Mutex<HashMap<u64, Entry>>]>,
-    idem: Box<[Mutex<HashMap<Box<str>, IdemRec>>]>,
+    shards: Box<[Shard<u64, Entry>]>,
+    idem: Box<[Shard<Box<str>, IdemRec>]>,
     hasher: RandomState,
     stats: Arc<Stats>,
 }

@@ -31,9 +31,11 @@ struct Args {
     server_threads: usize,
 }
 
+const USAGE: &str = "usage: sail-loadgen [--url http://127.0.0.1:PORT] [--api-key KEY] [--requests N<=10000000] [--concurrency C<=4096] [--duration SECS<=600] [--mode create-poll|poll|models] [--max-tokens N] [--threads N] [--server-threads N]";
+
 fn usage(msg: &str) -> ! {
     eprintln!("sail-loadgen: {msg}");
-    eprintln!("usage: sail-loadgen [--url http://127.0.0.1:PORT] [--api-key KEY] [--requests N<=10000000] [--concurrency C<=4096] [--duration SECS<=600] [--mode create-poll|poll|models] [--max-tokens N] [--threads N] [--server-threads N]");
+    eprintln!("{USAGE}");
     std::process::exit(2)
 }
 
@@ -52,7 +54,8 @@ fn parse_args() -> Args {
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
-            usage("help");
+            println!("{USAGE}");
+            std::process::exit(0);
         }
         let v = it.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
         let num = |v: &str| v.parse::<f64>().unwrap_or_else(|_| usage(&format!("{flag}: not a number: {v}")));
