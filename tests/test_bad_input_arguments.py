@@ -32,10 +32,6 @@ def assert_no_request(emu: Emulator) -> None:
     assert emu.stats()["requests_total"] == 0, "an HTTP request was made for a bad argument"
 
 
-def bug(reason: str):
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 def assert_names(err: BaseException, argument: str) -> None:
     assert isinstance(err, sail_lite.SailArgumentError) and isinstance(err, ValueError), repr(err)
     assert err.argument == argument or err.argument.startswith(argument + "["), (err.argument, argument)

@@ -15,6 +15,7 @@ import json
 import logging
 import pickle
 import ssl
+import time
 import traceback
 
 import pytest
@@ -149,10 +150,13 @@ def tls_server(tmp_path_factory):
 def test_tls_is_verified_by_default(tls_server):
     server, _ = tls_server
     before = len(server.requests)
-    err = outcome(sail_completer(base_url=server.base_url, api_key=API_KEY, max_retries=0))
+    started = time.monotonic()
+    err = outcome(sail_completer(base_url=server.base_url, api_key=API_KEY))
     assert isinstance(err, sail_lite.SailConnectionError), repr(err)
     assert "certificate" in str(err), str(err)
     assert len(server.requests) == before, "a request went out over an unverified connection"
+    # A verification failure cannot heal by retrying: it fails at once.
+    assert err.attempts == 1 and time.monotonic() - started < 5
 
 
 @pytest.mark.timeout(60)
