@@ -75,21 +75,21 @@ async def run_bounded(sample: Sample, prompts: list[Any], n: int, concurrency: i
     t0 = time.perf_counter()
     deadline = t0 + max_seconds
     next_index = 0
-    running = 0
+    # asyncio keeps only weak references to tasks: whoever starts one must hold it.
+    running: set[asyncio.Task] = set()
 
     def launch() -> None:
-        nonlocal next_index, running
+        nonlocal next_index
         task = loop.create_task(_one(sample, prompts[next_index % len(prompts)], log, False))
         task.add_done_callback(finished)
+        running.add(task)
         next_index += 1
-        running += 1
 
-    def finished(_task: asyncio.Task) -> None:
-        nonlocal running
-        running -= 1
+    def finished(task: asyncio.Task) -> None:
+        running.discard(task)
         if next_index < n and time.perf_counter() < deadline:
             launch()
-        elif running == 0 and not done.done():
+        elif not running and not done.done():
             done.set_result(None)
 
     for _ in range(min(concurrency, n)):
