@@ -375,3 +375,29 @@ def test_forked_child_samples_after_parent_sampled(emu):
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     assert run(completer(PROMPT)).tokens  # the parent is unaffected
+
+
+@pytest.mark.timeout(60)
+def test_unreferenced_tasks_still_complete():
+    """asyncio keeps only weak references to tasks; a pending sample must keep its own
+    awaiting task alive (as any pending I/O does), even through garbage collections."""
+    import gc
+
+    results = []
+    with Emulator(latency={"windows": {"priority": 0.5}, "jitter": 0}) as emu:
+        completer = make(emu)
+
+        async def one():
+            results.append(await completer(PROMPT))
+
+        async def main():
+            for _ in range(20):
+                asyncio.get_running_loop().create_task(one())  # deliberately not kept
+            for _ in range(200):
+                gc.collect()
+                await asyncio.sleep(0.02)
+                if len(results) == 20:
+                    break
+
+        run(main())
+    assert len(results) == 20

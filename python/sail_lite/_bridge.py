@@ -28,10 +28,8 @@ class LoopBridge:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.hub = _core.CompletionHub()
-        # Weak values: a future references its loop, and the bridge must not keep a dropped
-        # loop alive (its finalizer is what cancels the samples still running for it).
-        # The awaiting task holds each future for as long as anyone waits for it.
-        self.futures: weakref.WeakValueDictionary[int, asyncio.Future[Any]] = weakref.WeakValueDictionary()
+        # Strong: a pending sample keeps its future (and so its task) alive, like any awaited I/O.
+        self.futures: dict[int, asyncio.Future[Any]] = {}
         self.pid = os.getpid()
         try:
             loop.add_reader(self.hub.fd, self._on_wake)
@@ -74,18 +72,23 @@ class LoopBridge:
                 future.set_exception(from_engine(*error))
 
 
-_bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopBridge] = weakref.WeakKeyDictionary()
+# Weak both ways: the loop owns its bridge (through its add_reader registration), so a closed,
+# dropped loop and its bridge and pending futures form a cycle the garbage collector frees; a
+# strong entry here would keep every such loop alive through the futures' references to it.
+_bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.ref[LoopBridge]] = weakref.WeakKeyDictionary()
 
 
 def bridge_for(loop: asyncio.AbstractEventLoop) -> LoopBridge:
-    """The bridge of ``loop``, created on first use; closed (and its samples cancelled) when
-    the loop is garbage collected."""
-    bridge = _bridges.get(loop)
+    """The bridge of ``loop``, created on first use. When the loop closes (dropping its reader)
+    or is garbage collected, the hub closes and the samples still running for it are cancelled."""
+    ref = _bridges.get(loop)
+    bridge = ref() if ref is not None else None
     if bridge is not None and bridge.pid == os.getpid():
         return bridge
     if loop.is_closed():
         raise SailEventLoopError("the event loop is closed; await the completer inside a running loop")
     bridge = LoopBridge(loop)
-    _bridges[loop] = bridge
+    _bridges[loop] = weakref.ref(bridge)
+    weakref.finalize(bridge, bridge.hub.close)
     weakref.finalize(loop, bridge.hub.close)
     return bridge
