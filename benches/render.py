@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import cold_start
 import targets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -197,8 +198,9 @@ def cold_start_section(report: dict[str, Any]) -> str:
             "n/a" if p["wheel_bytes"] is None else num(p["wheel_bytes"] / 1e6, 2), num(p["installed_bytes"] / 1e6, 2),
             f"{len(deps)}" + (f" ({', '.join(deps)})" if deps else ""),
         ])
-    intro = (f"Median of several `python -c \"import X\"` runs in the bench environment (which has tinker-cookbook and torch "
-             f"installed); import ms = wall time minus the interpreter's own start ({cs['interpreter_startup_ms']:.0f} ms).")
+    intro = (f"Medians of {cold_start.IMPORT_RUNS} fresh interpreters in the bench environment (which has tinker-cookbook and torch "
+             f"installed): import ms = the `import X` statement alone, timed inside the interpreter; wall ms = "
+             f"`python -c \"import X\"` end to end (an empty `python -c pass` takes {cs['interpreter_startup_ms']:.0f} ms).")
     return "\n\n".join([
         "### 5. Cold start and footprint\n\n" + intro,
         table(["package", "import ms", "wall ms", "wheel MB", "installed MB", "required dependencies"], rows),
