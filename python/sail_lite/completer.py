@@ -90,6 +90,8 @@ class _EngineCompleter(_TokenCompleterBase):  # type: ignore[misc, valid-type]
         loop = asyncio.get_running_loop()
         bridge = _bridge.bridge_for(loop)
         request_id, future = bridge.submit(loop, self._client, tokens, budget, stop_strings, stop_ids)
+        # The engine has copied the prompt: don't keep the list alive while the sample runs.
+        del tokens
         try:
             sampled, logprobs, stop_reason, _response_id, _retries = await future
         except asyncio.CancelledError:
