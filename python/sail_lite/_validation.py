@@ -8,6 +8,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from sail_lite._redact import redact_url
 from sail_lite.errors import SailArgumentError
 
 MAX_PROMPT_TOKENS = 2_000_000
@@ -158,9 +159,3 @@ def readable_file(name: str, value: Any) -> str | None:
     if not isinstance(value, (str, os.PathLike)) or not os.path.isfile(value) or not os.access(value, os.R_OK):
         raise SailArgumentError(name, "the path of a readable PEM file", value)
     return os.fspath(value)
-
-
-def redact_url(url: str) -> str:
-    """scheme://host/path with the query (the signature) removed, for reprs."""
-    head, _, query = url.partition("?")
-    return head + ("?<redacted>" if query else "")

@@ -148,6 +148,32 @@ def _resolve_base_url(base_url: Any, env_var: str | None, default: str | None) -
     return v.http_url("base_url", base_url)
 
 
+def _validated_sampling_options(
+    *,
+    max_tokens: Any,
+    temperature: Any,
+    top_p: Any,
+    timeout: Any,
+    request_logprobs: Any,
+    max_retries: Any,
+    context_window: Any,
+    max_connections: Any,
+    ca_bundle: Any,
+) -> dict[str, Any]:
+    """The arguments both completers share, validated the same way."""
+    return {
+        "max_tokens": v.positive_int("max_tokens", max_tokens, maximum=v.MAX_TOKENS),
+        "temperature": v.number_in("temperature", temperature, 0.0, 2.0),
+        "top_p": v.number_in("top_p", top_p, 0.0, 1.0),
+        "timeout": v.optional_seconds("timeout", timeout),
+        "request_logprobs": _bool("request_logprobs", request_logprobs),
+        "max_retries": v.non_negative_int("max_retries", max_retries, maximum=v.MAX_RETRIES),
+        "context_window": None if context_window is None else v.positive_int("context_window", context_window),
+        "max_connections": v.positive_int("max_connections", max_connections, maximum=65536),
+        "ca_bundle": v.readable_file("ca_bundle", ca_bundle),
+    }
+
+
 def _common_engine_arguments(c: dict[str, Any]) -> dict[str, Any]:
     return {
         "model": c["model"],
@@ -155,7 +181,7 @@ def _common_engine_arguments(c: dict[str, Any]) -> dict[str, Any]:
         "top_p": c["top_p"],
         "request_logprobs": c["request_logprobs"],
         "timeout": c["timeout"] if c["timeout"] is not None else DEFAULT_TIMEOUT_SECONDS,
-        "poll_timeout": c["poll_timeout"],
+        "poll_timeout": c.get("poll_timeout"),
         "max_retries": c["max_retries"],
         "max_connections": c["max_connections"],
         "ca_bundle": c["ca_bundle"],
@@ -218,24 +244,20 @@ class SailTokenCompleter(_EngineCompleter):
             raise SailArgumentError("completion_window", "a scheduled window (not 'asap') when sampling a LoRA", window)
         config = {
             "model": v.require_str("model", model),
-            "max_tokens": v.positive_int("max_tokens", max_tokens, maximum=v.MAX_TOKENS),
-            "temperature": v.number_in("temperature", temperature, 0.0, 2.0),
-            "top_p": v.number_in("top_p", top_p, 0.0, 1.0),
+            **_validated_sampling_options(
+                max_tokens=max_tokens, temperature=temperature, top_p=top_p, timeout=timeout,
+                request_logprobs=request_logprobs, max_retries=max_retries, context_window=context_window,
+                max_connections=max_connections, ca_bundle=ca_bundle,
+            ),
             "completion_window": window,
             "lora": lora,
             "tinker_lora_signed_url": signed_url,
             "adapter_config": config_json,
             "tinker_lora_name": v.optional_str("tinker_lora_name", tinker_lora_name),
             "metadata": v.string_metadata("metadata", metadata),
-            "timeout": v.optional_seconds("timeout", timeout),
-            "request_logprobs": _bool("request_logprobs", request_logprobs),
             "base_url": _resolve_base_url(base_url, "SAIL_API_URL", DEFAULT_SAIL_API_URL),
             "api_key": _resolve_api_key(api_key, "SAIL_API_KEY", required=True),
             "poll_timeout": v.optional_seconds("poll_timeout", poll_timeout),
-            "max_retries": v.non_negative_int("max_retries", max_retries, maximum=v.MAX_RETRIES),
-            "context_window": None if context_window is None else v.positive_int("context_window", context_window),
-            "max_connections": v.positive_int("max_connections", max_connections, maximum=65536),
-            "ca_bundle": v.readable_file("ca_bundle", ca_bundle),
         }
         super().__init__(**config)
 
@@ -324,25 +346,16 @@ class OpenAICompatibleTokenCompleter(_EngineCompleter):
             validate_openai_model(model)
         config = {
             "model": model,
-            "max_tokens": v.positive_int("max_tokens", max_tokens, maximum=v.MAX_TOKENS),
+            **_validated_sampling_options(
+                max_tokens=max_tokens, temperature=temperature, top_p=top_p, timeout=timeout,
+                request_logprobs=request_logprobs, max_retries=max_retries, context_window=context_window,
+                max_connections=max_connections, ca_bundle=ca_bundle,
+            ),
             "base_url": _resolve_base_url(base_url, None, None),
-            "temperature": v.number_in("temperature", temperature, 0.0, 2.0),
-            "top_p": v.number_in("top_p", top_p, 0.0, 1.0),
             "api_key": _resolve_api_key(api_key, v.require_str("api_key_env", api_key_env), required=False),
             "api_key_env": api_key_env,
-            "timeout": v.optional_seconds("timeout", timeout),
-            "request_logprobs": _bool("request_logprobs", request_logprobs),
-            "poll_timeout": None,
-            "max_retries": v.non_negative_int("max_retries", max_retries, maximum=v.MAX_RETRIES),
-            "context_window": None if context_window is None else v.positive_int("context_window", context_window),
-            "max_connections": v.positive_int("max_connections", max_connections, maximum=65536),
-            "ca_bundle": v.readable_file("ca_bundle", ca_bundle),
         }
         super().__init__(**config)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        config = {k: val for k, val in self._config.items() if k != "poll_timeout"}
-        return (_rebuild, (type(self), config))
 
     def _engine_arguments(self) -> dict[str, Any]:
         c = self._config

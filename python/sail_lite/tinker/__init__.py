@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sail_lite.tinker._redact import redact_secrets, redact_url
+from sail_lite._redact import redact_secrets, redact_url
 from sail_lite.tinker.adapter_config import (
     ADAPTER_CONFIG_FILENAME,
     DEFAULT_MAX_LORA_RANK,

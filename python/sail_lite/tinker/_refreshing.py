@@ -16,7 +16,7 @@ from typing import Any
 from tinker_cookbook.completers import TokenCompleter
 
 from sail_lite.errors import SailArgumentError, SailError
-from sail_lite.tinker._redact import redact_secrets
+from sail_lite._redact import redact_secrets
 from sail_lite.tinker.errors import SignedUrlExpiredError
 from sail_lite.tinker.paths import TinkerPath, parse_tinker_path
 from sail_lite.tinker.signed_urls import (

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, NoReturn
 
 from sail_lite.errors import SailArgumentError, SailError
-from sail_lite.tinker._redact import redact_secrets, redact_url
+from sail_lite._redact import redact_secrets, redact_url
 from sail_lite.tinker.errors import (
     SignedUrlExpiredError,
     SignedUrlUnavailableError,
