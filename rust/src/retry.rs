@@ -45,9 +45,11 @@ impl RetryPolicy {
     }
 }
 
-/// Status codes worth retrying: 408 timeout, 409 lock, 429 rate limit, and every 5xx.
+/// Status codes worth retrying: 408 timeout, 409 lock, 429 rate limit, the protocol's
+/// 500/502/503/504, and the 520-599 range gateways and CDNs use for transient origin trouble.
+/// Other 5xx (501 not implemented, 505 version, 507/508/510/511) cannot get better by retrying.
 pub fn is_transient_status(status: u16) -> bool {
-    matches!(status, 408 | 409 | 429) || (500..=599).contains(&status)
+    matches!(status, 408 | 409 | 429 | 500 | 502 | 503 | 504) || (520..=599).contains(&status)
 }
 
 /// Parse the retry hint from `retry-after-ms` (milliseconds) or `Retry-After`
@@ -72,10 +74,10 @@ mod tests {
 
     #[test]
     fn transient_statuses() {
-        for s in [408, 409, 429, 500, 502, 503, 504, 599] {
+        for s in [408, 409, 429, 500, 502, 503, 504, 522, 529, 599] {
             assert!(is_transient_status(s), "{s}");
         }
-        for s in [200, 400, 401, 403, 404, 422] {
+        for s in [200, 400, 401, 403, 404, 422, 501, 505, 507, 511] {
             assert!(!is_transient_status(s), "{s}");
         }
     }
