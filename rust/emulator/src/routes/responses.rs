@@ -11,6 +11,7 @@ use crate::store::{Head, Reserve, Status, View};
 use crate::validate;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Response, StatusCode};
 use std::sync::Arc;
@@ -33,6 +34,12 @@ fn view_response(v: View, code: StatusCode) -> Response<Body> {
 
 fn not_found(id: &str) -> Response<Body> {
     ApiError::not_found(format!("No response with id '{id}' (unknown, deleted or expired)")).with_param("response_id").into_response()
+}
+
+/// The `{id}` path segment. One that is not UTF-8 names no response: a JSON 404 like any
+/// unknown id, rather than axum's plain-text rejection.
+fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, Response<Body>> {
+    path.map(|Path(id)| id).map_err(|_| not_found("(not UTF-8)"))
 }
 
 pub async fn create(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response<Body> {
@@ -136,8 +143,12 @@ pub async fn create(State(st): State<Arc<AppState>>, headers: HeaderMap, body: R
     }
 }
 
-pub async fn get(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Response<Body> {
+pub async fn get(State(st): State<Arc<AppState>>, path: Result<Path<String>, PathRejection>) -> Response<Body> {
     inc(&st.stats.polls);
+    let id = match path_id(path) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
     let Some(n) = parse_id(&id) else { return not_found(&id) };
     match st.store.get(n, st.retention()) {
         Some(v) => with_id(view_response(v, StatusCode::OK), &id),
@@ -145,8 +156,12 @@ pub async fn get(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Res
     }
 }
 
-pub async fn cancel(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Response<Body> {
+pub async fn cancel(State(st): State<Arc<AppState>>, path: Result<Path<String>, PathRejection>) -> Response<Body> {
     inc(&st.stats.cancels_received);
+    let id = match path_id(path) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
     let Some(n) = parse_id(&id) else { return not_found(&id) };
     match st.store.cancel(n, st.retention()) {
         Some((v, effective)) => {
@@ -159,7 +174,11 @@ pub async fn cancel(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> 
     }
 }
 
-pub async fn delete(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Response<Body> {
+pub async fn delete(State(st): State<Arc<AppState>>, path: Result<Path<String>, PathRejection>) -> Response<Body> {
+    let id = match path_id(path) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
     let Some(n) = parse_id(&id) else { return not_found(&id) };
     if st.store.remove(n) {
         let v = serde_json::json!({"id": id, "object": "response.deleted", "deleted": true});
