@@ -90,6 +90,8 @@ def prompt_tokens(model_input: Any) -> list[int]:
     (Element types and ranges are checked in Rust while copying, in the same pass.)"""
     if isinstance(model_input, list):
         tokens = model_input
+    elif (single_chunk := _single_text_chunk_tokens(model_input)) is not None:
+        tokens = single_chunk
     else:
         to_ints = getattr(model_input, "to_ints", None)
         if to_ints is None:
@@ -106,6 +108,20 @@ def prompt_tokens(model_input: Any) -> list[int]:
     if not tokens:
         raise SailArgumentError("model_input", "a non-empty prompt", "0 tokens")
     return tokens
+
+
+def _single_text_chunk_tokens(model_input: Any) -> list[int] | None:
+    """The token list of a tinker ModelInput made of one text chunk (what ``from_ints`` and
+    the cookbook's renderers build), handed over as is: the engine copies it, so rebuilding
+    it with ``to_ints()`` first would only cost time. None for anything else."""
+    chunks = getattr(model_input, "chunks", None)
+    if type(chunks) is not list or len(chunks) != 1:
+        return None
+    chunk = chunks[0]
+    if getattr(chunk, "type", None) != "encoded_text":
+        return None
+    tokens = getattr(chunk, "tokens", None)
+    return tokens if type(tokens) is list else None
 
 
 def normalise_stop(stop: Any) -> tuple[list[str] | None, list[int] | None]:

@@ -169,7 +169,6 @@ fn check_ca_bundle(path: &str) -> Result<(), String> {
 
 /// Read a Python sequence of ints as token ids, with a typed error naming `argument`.
 fn token_ids(py: Python<'_>, argument: &str, seq: &Bound<'_, PyAny>, min_len: usize, max_len: usize) -> PyResult<Vec<u32>> {
-    let expected_ids = "token ids: ints in 0..2**31-1";
     let list = match seq.cast::<PyList>() {
         Ok(l) => l.clone(),
         Err(_) => PyList::new(py, seq.try_iter().map_err(|_| argument_error(py, argument, "a list of token ids", None))?.collect::<PyResult<Vec<_>>>()?)?,
@@ -180,13 +179,33 @@ fn token_ids(py: Python<'_>, argument: &str, seq: &Bound<'_, PyAny>, min_len: us
         return Err(argument_error(py, argument, &expected, Some(n.into_pyobject(py)?.into_any())));
     }
     let mut out = Vec::with_capacity(n);
-    for item in list.iter() {
-        match item.extract::<i64>() {
-            Ok(v) if (0..=MAX_TOKEN_ID).contains(&v) && !item.is_instance_of::<pyo3::types::PyBool>() => out.push(v as u32),
-            _ => return Err(argument_error(py, argument, expected_ids, Some(item))),
+    for i in 0..n {
+        // The hot path of every call (512+ ids): exact ints read through the C API without a
+        // reference-counted handle per item. No Python code runs in this loop, so the list
+        // cannot change under us.
+        // SAFETY: `i < n == len(list)` and we hold the GIL; the item is a borrowed reference.
+        let item = unsafe { pyo3::ffi::PyList_GetItem(list.as_ptr(), i as isize) };
+        if !item.is_null() && unsafe { pyo3::ffi::PyLong_CheckExact(item) } != 0 {
+            // SAFETY: an exact int; overflow reports -1 with an error set, handled below.
+            let v = unsafe { pyo3::ffi::PyLong_AsLongLong(item) };
+            if (0..=MAX_TOKEN_ID).contains(&v) {
+                out.push(v as u32);
+                continue;
+            }
         }
+        // Anything else (out of range, overflowing, a bool, a non-int, an int subclass) takes
+        // the checked path, which names the argument and the offending value.
+        out.push(checked_token_id(py, argument, &list.get_item(i)?)?);
     }
     Ok(out)
+}
+
+fn checked_token_id(py: Python<'_>, argument: &str, item: &Bound<'_, PyAny>) -> PyResult<u32> {
+    let _ = PyErr::take(py); // an overflow in the fast path left an error set
+    match item.extract::<i64>() {
+        Ok(v) if (0..=MAX_TOKEN_ID).contains(&v) && !item.is_instance_of::<pyo3::types::PyBool>() => Ok(v as u32),
+        _ => Err(argument_error(py, argument, "token ids: ints in 0..2**31-1", Some(item.clone()))),
+    }
 }
 
 #[pyclass(frozen, module = "sail_lite._core")]
