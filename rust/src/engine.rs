@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use crate::http1::Http1Pool;
 use tokio::sync::Semaphore;
 
 pub struct Engine {
@@ -22,11 +23,14 @@ pub struct Engine {
     pub metrics: Metrics,
 }
 
-/// A pooled client plus the bound on its concurrent requests (so 50,000 pending samples
-/// never mean 50,000 sockets).
+/// The clients of one origin plus the bound on its concurrent requests (so 50,000 pending
+/// samples never mean 50,000 sockets). Creates and polls go through the lean `http1` client;
+/// reqwest serves cancels, and everything when a proxy is configured (it honours the proxy
+/// environment variables, which `http1` does not implement).
 #[derive(Clone)]
 pub struct HttpPool {
     pub client: reqwest::Client,
+    pub http1: Option<Arc<Http1Pool>>,
     pub permits: Arc<Semaphore>,
 }
 
@@ -133,12 +137,12 @@ impl Engine {
         if let Some(pool) = self.clients.lock().get(key) {
             return Ok(pool.clone());
         }
-        let pool = build_pool(key)?;
+        let pool = build_pool(key, &self.handle)?;
         Ok(self.clients.lock().entry(key.clone()).or_insert(pool).clone())
     }
 }
 
-fn build_pool(key: &HttpClientKey) -> Result<HttpPool, String> {
+fn build_pool(key: &HttpClientKey, runtime: &tokio::runtime::Handle) -> Result<HttpPool, String> {
     let mut builder = reqwest::Client::builder()
         // Our APIs never redirect; following one could hand the bearer token to another host.
         .redirect(reqwest::redirect::Policy::none())
@@ -148,9 +152,12 @@ fn build_pool(key: &HttpClientKey) -> Result<HttpPool, String> {
         .connect_timeout(Duration::from_secs(30))
         .user_agent(concat!("sail-lite/", env!("CARGO_PKG_VERSION")))
         .https_only(false);
-    if let Some(path) = &key.ca_bundle {
-        let pem = std::fs::read(path).map_err(|e| format!("ca_bundle: cannot read the CA bundle file: {e}"))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("ca_bundle: not a PEM bundle: {e}"))?;
+    let ca_pem = match &key.ca_bundle {
+        Some(path) => Some(std::fs::read(path).map_err(|e| format!("ca_bundle: cannot read the CA bundle file: {e}"))?),
+        None => None,
+    };
+    if let Some(pem) = &ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("ca_bundle: not a PEM bundle: {e}"))?;
         if certs.is_empty() {
             return Err("ca_bundle: the file holds no PEM certificates".into());
         }
@@ -159,5 +166,21 @@ fn build_pool(key: &HttpClientKey) -> Result<HttpPool, String> {
         }
     }
     let client = builder.build().map_err(|e| format!("could not build the HTTP client: {e}"))?;
-    Ok(HttpPool { client, permits: Arc::new(Semaphore::new(key.max_connections)) })
+    let http1 = if proxy_configured() {
+        None
+    } else {
+        let origin = reqwest::Url::parse(&key.origin).map_err(|_| "base_url: expected an http(s) URL".to_string())?;
+        let pool = Arc::new(Http1Pool::new(&origin, ca_pem.as_deref(), key.max_connections)?);
+        Http1Pool::start_reaper(&pool, runtime);
+        Some(pool)
+    };
+    Ok(HttpPool { client, http1, permits: Arc::new(Semaphore::new(key.max_connections)) })
+}
+
+/// Whether the environment names a proxy (then reqwest, which applies it and NO_PROXY, sends
+/// everything).
+fn proxy_configured() -> bool {
+    ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
 }

@@ -3,6 +3,7 @@
 
 use crate::decode::{self, PollOutcome};
 use crate::engine::{Engine, HttpPool, Metrics};
+use crate::http1::{self, Http1Pool};
 use crate::hub::{Completion, Hub, SampleOutput, SampleStats};
 use crate::poll_schedule::PollSchedule;
 use crate::request_body::{self, SamplingDefaults, Stop};
@@ -41,6 +42,8 @@ pub struct SamplerConfig {
 pub struct Sampler {
     pub config: SamplerConfig,
     auth_headers: HeaderMap,
+    /// The same headers pre-rendered for the `http1` client (CRLF-terminated lines).
+    http1_headers: Vec<u8>,
     /// Parsed once: reqwest would otherwise re-parse (and IDNA-check) the URL per request.
     create_url: reqwest::Url,
     responses_url: reqwest::Url,
@@ -50,10 +53,14 @@ impl Sampler {
     pub fn new(config: SamplerConfig) -> Result<Sampler, String> {
         let mut auth_headers = HeaderMap::new();
         auth_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let mut http1_headers = b"content-type: application/json\r\n".to_vec();
         if let Some(key) = &config.api_key {
             let mut v = HeaderValue::from_str(&format!("Bearer {key}"))
                 .map_err(|_| "api_key: expected printable ASCII".to_string())?;
             v.set_sensitive(true);
+            http1_headers.extend_from_slice(b"authorization: ");
+            http1_headers.extend_from_slice(v.as_bytes());
+            http1_headers.extend_from_slice(b"\r\n");
             auth_headers.insert(AUTHORIZATION, v);
         }
         let base = config.base_url.trim_end_matches('/').to_string();
@@ -62,7 +69,7 @@ impl Sampler {
             Protocol::Completions => (format!("{base}/completions"), format!("{base}/")),
         };
         let parse = |u: &str| reqwest::Url::parse(u).map_err(|_| "base_url: expected an http(s) URL".to_string());
-        Ok(Sampler { create_url: parse(&create_url)?, responses_url: parse(&responses_url)?, config, auth_headers })
+        Ok(Sampler { create_url: parse(&create_url)?, responses_url: parse(&responses_url)?, config, auth_headers, http1_headers })
     }
 
     /// `{base}/v1/responses/{id}` plus `suffix` path segments, without re-parsing the base.
@@ -172,6 +179,59 @@ impl Ctx {
         if let Some(rem) = self.remaining() {
             timeout = timeout.min(rem.max(Duration::from_millis(1)));
         }
+        self.stats.http_requests += 1;
+        Metrics::add(&self.engine.metrics.http_requests, 1);
+        let answer = match &self.pool.http1 {
+            Some(http1) => self.send_http1(http1, &method, url, body.as_deref(), idem_key, timeout).await?,
+            None => self.send_reqwest(method, url, body, idem_key, timeout).await?,
+        };
+        let (status, body) = (answer.status, answer.body);
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        let hints = (answer.retry_after_ms, answer.retry_after);
+        let (code, message) = decode::decode_error_body(&body);
+        let retry_after = retry::parse_retry_after(hints.0.as_deref(), hints.1.as_deref(), SystemTime::now());
+        Err(AttemptFailure::Status { status, code, message, retry_after })
+    }
+
+    async fn send_http1(
+        &self,
+        http1: &Http1Pool,
+        method: &reqwest::Method,
+        url: &reqwest::Url,
+        body: Option<&[u8]>,
+        idem_key: Option<&str>,
+        timeout: Duration,
+    ) -> Result<http1::Response, AttemptFailure> {
+        let target = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
+        let key_line = idem_key.map(|k| format!("idempotency-key: {k}\r\n")).unwrap_or_default();
+        let headers = [self.sampler.http1_headers.as_slice(), key_line.as_bytes()];
+        // Polls are reads, and a keyed create replays the same sample: both may be resent
+        // on a fresh connection if a pooled one turns out closed.
+        let safe_to_resend = *method == reqwest::Method::GET || idem_key.is_some();
+        let sent = http1.send(method.as_str(), &target, &headers, body.unwrap_or_default(), safe_to_resend);
+        match tokio::time::timeout(timeout, Box::pin(sent)).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(http1::SendError::Connect(m))) => Err(AttemptFailure::Connect(format!("could not connect: {m}"))),
+            Ok(Err(http1::SendError::Certificate(m))) => Err(AttemptFailure::Tls(m)),
+            Ok(Err(http1::SendError::Transport(m))) => Err(AttemptFailure::Transport { timeout: false, message: m }),
+            Err(_) => Err(AttemptFailure::Transport { timeout: true, message: format!("timed out after {:.1} s", timeout.as_secs_f64()) }),
+        }
+    }
+
+    /// The reqwest path (a proxy is configured), with the same outcome shape.
+    async fn send_reqwest(
+        &self,
+        method: reqwest::Method,
+        url: &reqwest::Url,
+        body: Option<Bytes>,
+        idem_key: Option<&str>,
+        timeout: Duration,
+    ) -> Result<http1::Response, AttemptFailure> {
         let mut req = self.pool.client.request(method, url.clone()).headers(self.sampler.auth_headers.clone()).timeout(timeout);
         if let Some(key) = idem_key {
             req = req.header("Idempotency-Key", key);
@@ -179,30 +239,20 @@ impl Ctx {
         if let Some(b) = body {
             req = req.body(b);
         }
-        self.stats.http_requests += 1;
-        Metrics::add(&self.engine.metrics.http_requests, 1);
         // Boxed so the sample's own future stays small while thousands of them wait.
-        let sent = Box::pin(req.send()).await;
-        let resp = match sent {
+        let resp = match Box::pin(req.send()).await {
             Ok(r) => r,
             Err(e) if e.is_connect() && is_certificate_error(&e) => return Err(AttemptFailure::Tls(describe_transport_error(&e))),
             Err(e) if e.is_connect() => return Err(AttemptFailure::Connect(describe_transport_error(&e))),
             Err(e) => return Err(AttemptFailure::Transport { timeout: e.is_timeout(), message: describe_transport_error(&e) }),
         };
         let status = resp.status().as_u16();
-        // Retry hints matter only on failures; read them before the body consumes the response.
         let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let hints = if (200..300).contains(&status) { (None, None) } else { (header("retry-after-ms"), header("retry-after")) };
-        let body = match Box::pin(resp.bytes()).await {
-            Ok(b) => b,
-            Err(e) => return Err(AttemptFailure::Transport { timeout: e.is_timeout(), message: describe_transport_error(&e) }),
-        };
-        if (200..300).contains(&status) {
-            return Ok(body);
+        let (retry_after_ms, retry_after) = (header("retry-after-ms"), header("retry-after"));
+        match Box::pin(resp.bytes()).await {
+            Ok(body) => Ok(http1::Response { status, retry_after_ms, retry_after, body }),
+            Err(e) => Err(AttemptFailure::Transport { timeout: e.is_timeout(), message: describe_transport_error(&e) }),
         }
-        let (code, message) = decode::decode_error_body(&body);
-        let retry_after = retry::parse_retry_after(hints.0.as_deref(), hints.1.as_deref(), SystemTime::now());
-        Err(AttemptFailure::Status { status, code, message, retry_after })
     }
 
     /// Attempts with retries. `reached_server_retry` says whether failures that may have

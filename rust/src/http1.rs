@@ -1,0 +1,642 @@
+//! A lean HTTP/1.1 keep-alive client for the sample hot path (create and poll).
+//!
+//! Why not reqwest here: a sample is two small JSON requests, and at thousands of samples a
+//! second reqwest's general machinery (URL re-parsing, header maps, tower layers, a pool and
+//! a connection task per request hand-off) cost more CPU than the requests themselves. Here a
+//! request is one pre-rendered head plus body, written with one call on a pooled connection
+//! the sample task owns for the duration of the exchange, and the answer is parsed in place.
+//!
+//! What it does not do (the reqwest client still serves those cases, see `engine`): proxies,
+//! HTTP/2, redirects (never followed anyway), compression. Timeouts and cancellation belong to
+//! the caller: dropping the future drops the connection, which then never returns to the pool.
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Idle connections older than this are not reused (servers commonly drop them at 60 s).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const REAP_INTERVAL: Duration = Duration::from_secs(1);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+const MAX_HEADERS: usize = 64;
+
+/// The answer to one request: what the sampler needs of it.
+pub struct Response {
+    pub status: u16,
+    pub retry_after_ms: Option<String>,
+    pub retry_after: Option<String>,
+    pub body: Bytes,
+}
+
+/// Why a request got no answer. The variants match the sampler's retry classes.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be made: the request never left.
+    Connect(String),
+    /// The server's certificate was rejected.
+    Certificate(String),
+    /// The connection failed after the request may have been sent.
+    Transport(String),
+}
+
+/// One origin's connections.
+pub struct Http1Pool {
+    host: String,
+    port: u16,
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    /// `host` header plus the fixed headers every request carries, pre-rendered.
+    host_line: String,
+    idle: Mutex<Vec<(Conn, Instant)>>,
+    max_idle: usize,
+}
+
+impl Http1Pool {
+    /// A pool for `url`'s origin (http or https). `ca_bundle`: extra trusted CAs (PEM).
+    pub fn new(url: &reqwest::Url, ca_bundle: Option<&[u8]>, max_idle: usize) -> Result<Http1Pool, String> {
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => d.to_string(),
+            Some(url::Host::Ipv4(a)) => a.to_string(),
+            Some(url::Host::Ipv6(a)) => a.to_string(),
+            None => return Err("base_url: expected a URL with a host".into()),
+        };
+        let port = url.port_or_known_default().ok_or("base_url: expected an http(s) URL")?;
+        let tls = match url.scheme() {
+            "http" => None,
+            "https" => {
+                let name = ServerName::try_from(host.clone()).map_err(|_| "base_url: the host is not a valid TLS server name".to_string())?;
+                Some((tls_connector(ca_bundle)?, name))
+            }
+            _ => return Err("base_url: expected an http(s) URL".into()),
+        };
+        let authority = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => unreachable!("checked above"),
+        };
+        let host_line = format!("host: {authority}\r\nuser-agent: sail-lite/{}\r\n", env!("CARGO_PKG_VERSION"));
+        Ok(Http1Pool { host, port, tls, host_line, idle: Mutex::new(Vec::new()), max_idle })
+    }
+
+    /// Send one request and read its whole answer. `headers`: blocks of extra header lines,
+    /// each line ending in CRLF. `safe_to_resend`: the request may be sent again if a reused connection turns
+    /// out to have been closed by the server before it answered (idempotent or keyed requests).
+    pub async fn send(&self, method: &str, target: &str, headers: &[&[u8]], body: &[u8], safe_to_resend: bool) -> Result<Response, SendError> {
+        let request = self.render(method, target, headers, body);
+        let (mut conn, reused) = match self.checkout() {
+            Some(conn) => (conn, true),
+            None => (self.connect().await?, false),
+        };
+        match conn.exchange(&request, method == "HEAD").await {
+            Ok((response, reusable)) => {
+                if reusable {
+                    self.checkin(conn);
+                }
+                Ok(response)
+            }
+            // The server closed an idle connection just as we reused it: it never saw the
+            // request, but only a request that is safe to send twice is sent again.
+            Err(ExchangeError { answered: false, .. }) if reused && safe_to_resend => {
+                let mut fresh = self.connect().await?;
+                let (response, reusable) = fresh.exchange(&request, method == "HEAD").await.map_err(|e| SendError::Transport(e.message))?;
+                if reusable {
+                    self.checkin(fresh);
+                }
+                Ok(response)
+            }
+            Err(e) => Err(SendError::Transport(e.message)),
+        }
+    }
+
+    fn render(&self, method: &str, target: &str, headers: &[&[u8]], body: &[u8]) -> Vec<u8> {
+        let extra: usize = headers.iter().map(|h| h.len()).sum();
+        let mut out = Vec::with_capacity(method.len() + target.len() + self.host_line.len() + extra + body.len() + 64);
+        out.extend_from_slice(method.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        out.extend_from_slice(self.host_line.as_bytes());
+        for block in headers {
+            out.extend_from_slice(block);
+        }
+        if !body.is_empty() || method == "POST" {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(body.len().to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// The most recently used idle connection that is still open.
+    fn checkout(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock();
+        while let Some((conn, since)) = idle.pop() {
+            if since.elapsed() < IDLE_TIMEOUT && conn.looks_open() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Close idle connections the server has closed or that sat unused too long, every
+    /// second, so sockets never linger half-closed while the pool is quiet. Stops when the
+    /// pool is dropped.
+    pub fn start_reaper(pool: &Arc<Http1Pool>, runtime: &tokio::runtime::Handle) {
+        let pool = Arc::downgrade(pool);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(REAP_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(pool) = pool.upgrade() else { return };
+                pool.idle.lock().retain(|(conn, since)| since.elapsed() < IDLE_TIMEOUT && conn.looks_open());
+            }
+        });
+    }
+
+    fn checkin(&self, conn: Conn) {
+        let mut idle = self.idle.lock();
+        if idle.len() < self.max_idle {
+            idle.push((conn, Instant::now()));
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, SendError> {
+        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((self.host.as_str(), self.port))).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => return Err(SendError::Connect(format!("could not connect to {}:{}: {e}", self.host, self.port))),
+            Err(_) => return Err(SendError::Connect(format!("connecting to {}:{} timed out", self.host, self.port))),
+        };
+        // Requests are written whole; waiting to coalesce them would only add latency.
+        let _ = tcp.set_nodelay(true);
+        let stream = match &self.tls {
+            None => Stream::Plain(tcp),
+            Some((connector, name)) => match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), tcp)).await {
+                Ok(Ok(tls)) => Stream::Tls(Box::new(tls)),
+                Ok(Err(e)) if is_certificate_error(&e) => return Err(SendError::Certificate(format!("{}: {e}", self.host))),
+                Ok(Err(e)) => return Err(SendError::Connect(format!("TLS handshake with {} failed: {e}", self.host))),
+                Err(_) => return Err(SendError::Connect(format!("TLS handshake with {} timed out", self.host))),
+            },
+        };
+        Ok(Conn { stream, buf: Vec::with_capacity(8 * 1024) })
+    }
+}
+
+fn tls_connector(ca_bundle: Option<&[u8]>) -> Result<tokio_rustls::TlsConnector, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    // Like reqwest's native-roots mode: the platform's store (honouring SSL_CERT_FILE/DIR),
+    // skipping certificates it cannot parse.
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(pem) = ca_bundle {
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| format!("ca_bundle: not a PEM bundle: {e}"))?;
+            roots.add(cert).map_err(|e| format!("ca_bundle: unusable certificate: {e}"))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err("ca_bundle: the file holds no PEM certificates".into());
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("could not configure TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+fn is_certificate_error(e: &io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented))
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+struct Conn {
+    stream: Stream,
+    /// Bytes read but not yet consumed.
+    buf: Vec<u8>,
+}
+
+struct ExchangeError {
+    /// Whether any byte of an answer arrived (if not, the server may never have seen the request).
+    answered: bool,
+    message: String,
+}
+
+impl ExchangeError {
+    fn new(answered: bool, message: impl Into<String>) -> ExchangeError {
+        ExchangeError { answered, message: message.into() }
+    }
+}
+
+impl Conn {
+    /// An idle connection the server has closed (or sent something unasked on) is readable.
+    fn looks_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.tcp().try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Write `request`, read the answer. Returns it and whether the connection may be reused.
+    async fn exchange(&mut self, request: &[u8], head_only: bool) -> Result<(Response, bool), ExchangeError> {
+        self.buf.clear();
+        let wrote = async {
+            self.stream.write_all(request).await?;
+            self.stream.flush().await
+        };
+        if let Err(e) = wrote.await {
+            return Err(ExchangeError::new(false, format!("sending the request failed: {e}")));
+        }
+        let head = self.read_head().await?;
+        let no_body = head_only || head.status == 204 || head.status == 304 || (100..200).contains(&head.status);
+        let (body, framed) = if no_body {
+            (Bytes::new(), true)
+        } else if head.chunked {
+            (self.read_chunked().await?, true)
+        } else if let Some(len) = head.content_length {
+            (self.read_exact_body(len).await?, true)
+        } else {
+            (self.read_to_end().await?, false)
+        };
+        let reusable = framed && head.keep_alive && self.buf.is_empty();
+        let response = Response { status: head.status, retry_after_ms: head.retry_after_ms, retry_after: head.retry_after, body };
+        Ok((response, reusable))
+    }
+
+    /// Read more bytes into `buf`; end of stream is an error (`what` says what was cut short).
+    async fn fill(&mut self, what: &str) -> Result<(), ExchangeError> {
+        let answered = !self.buf.is_empty() || what != "response head";
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(8192);
+        }
+        match self.stream.read_buf(&mut self.buf).await {
+            Ok(0) => Err(ExchangeError::new(answered, format!("the server closed the connection before the end of the {what}"))),
+            Ok(_) => Ok(()),
+            Err(e) => Err(ExchangeError::new(answered, format!("reading the {what} failed: {e}"))),
+        }
+    }
+
+    async fn read_head(&mut self) -> Result<Head, ExchangeError> {
+        loop {
+            if !self.buf.is_empty() {
+                if let Some((head, consumed)) = parse_head(&self.buf).map_err(|m| ExchangeError::new(true, m))? {
+                    self.buf.drain(..consumed);
+                    // A 100 Continue (never asked for, but allowed) precedes the real answer.
+                    if head.status == 100 {
+                        continue;
+                    }
+                    return Ok(head);
+                }
+                if self.buf.len() > MAX_HEAD_BYTES {
+                    return Err(ExchangeError::new(true, "the response head is larger than 64 KiB"));
+                }
+            }
+            self.fill("response head").await?;
+        }
+    }
+
+    async fn read_exact_body(&mut self, len: usize) -> Result<Bytes, ExchangeError> {
+        if len > MAX_BODY_BYTES {
+            return Err(ExchangeError::new(true, format!("the response body ({len} bytes) is larger than 256 MiB")));
+        }
+        while self.buf.len() < len {
+            self.fill("response body").await?;
+        }
+        let rest = self.buf.split_off(len);
+        let body = std::mem::replace(&mut self.buf, rest);
+        Ok(Bytes::from(body))
+    }
+
+    async fn read_to_end(&mut self) -> Result<Bytes, ExchangeError> {
+        loop {
+            if self.buf.len() > MAX_BODY_BYTES {
+                return Err(ExchangeError::new(true, "the response body is larger than 256 MiB"));
+            }
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) => return Ok(Bytes::from(std::mem::take(&mut self.buf))),
+                Ok(_) => {}
+                Err(e) => return Err(ExchangeError::new(true, format!("reading the response body failed: {e}"))),
+            }
+        }
+    }
+
+    async fn read_chunked(&mut self) -> Result<Bytes, ExchangeError> {
+        let mut body = Vec::new();
+        let mut pos = 0; // parse position in `buf`
+        loop {
+            match parse_chunk(&self.buf[pos..]).map_err(|m| ExchangeError::new(true, m))? {
+                ChunkStep::NeedMore => self.fill("response body").await?,
+                ChunkStep::Data { header, len } => {
+                    if body.len() + len > MAX_BODY_BYTES {
+                        return Err(ExchangeError::new(true, "the response body is larger than 256 MiB"));
+                    }
+                    while self.buf.len() < pos + header + len + 2 {
+                        self.fill("response body").await?;
+                    }
+                    let data = &self.buf[pos + header..pos + header + len];
+                    if &self.buf[pos + header + len..pos + header + len + 2] != b"\r\n" {
+                        return Err(ExchangeError::new(true, "malformed chunked body (a chunk does not end in CRLF)"));
+                    }
+                    body.extend_from_slice(data);
+                    pos += header + len + 2;
+                }
+                ChunkStep::End { consumed } => {
+                    self.buf.drain(..pos + consumed);
+                    return Ok(Bytes::from(body));
+                }
+            }
+        }
+    }
+}
+
+/// What the client needs from a response head.
+#[derive(Debug, PartialEq)]
+struct Head {
+    status: u16,
+    content_length: Option<usize>,
+    chunked: bool,
+    keep_alive: bool,
+    retry_after_ms: Option<String>,
+    retry_after: Option<String>,
+}
+
+/// Parse a response head; `None` if incomplete, else the head and the bytes it used.
+fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let consumed = match response.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("malformed HTTP response head: {e}")),
+    };
+    let status = response.code.ok_or("malformed HTTP response head: no status")?;
+    let mut head = Head {
+        status,
+        content_length: None,
+        chunked: false,
+        // HTTP/1.0 closes unless asked otherwise; 1.1 keeps alive unless told to close.
+        keep_alive: response.version == Some(1),
+        retry_after_ms: None,
+        retry_after: None,
+    };
+    for h in response.headers.iter() {
+        let value = || String::from_utf8_lossy(h.value).trim().to_string();
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<usize>().ok()).ok_or("malformed content-length header")?;
+            if head.content_length.is_some_and(|m| m != n) {
+                return Err("conflicting content-length headers".into());
+            }
+            head.content_length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            head.chunked = value().to_ascii_lowercase().split(',').any(|t| t.trim() == "chunked");
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            let v = value().to_ascii_lowercase();
+            if v.split(',').any(|t| t.trim() == "close") {
+                head.keep_alive = false;
+            } else if v.split(',').any(|t| t.trim() == "keep-alive") {
+                head.keep_alive = true;
+            }
+        } else if h.name.eq_ignore_ascii_case("retry-after-ms") {
+            head.retry_after_ms = Some(value());
+        } else if h.name.eq_ignore_ascii_case("retry-after") {
+            head.retry_after = Some(value());
+        }
+    }
+    if head.chunked {
+        // RFC 9112: chunked framing wins over any content-length.
+        head.content_length = None;
+    }
+    Ok(Some((head, consumed)))
+}
+
+#[derive(Debug, PartialEq)]
+enum ChunkStep {
+    NeedMore,
+    /// A chunk of `len` data bytes after a `header`-byte size line.
+    Data { header: usize, len: usize },
+    /// The last chunk and trailers, `consumed` bytes in all.
+    End { consumed: usize },
+}
+
+fn parse_chunk(buf: &[u8]) -> Result<ChunkStep, String> {
+    let Some(line_end) = find_crlf(buf) else {
+        return if buf.len() > 1024 { Err("malformed chunked body (chunk size line too long)".into()) } else { Ok(ChunkStep::NeedMore) };
+    };
+    let line = std::str::from_utf8(&buf[..line_end]).map_err(|_| "malformed chunked body (chunk size)")?;
+    let size = line.split(';').next().unwrap_or("").trim();
+    let len = usize::from_str_radix(size, 16).map_err(|_| format!("malformed chunked body (chunk size {size:?})"))?;
+    let header = line_end + 2;
+    if len > 0 {
+        return Ok(ChunkStep::Data { header, len });
+    }
+    // Last chunk: skip trailer lines up to the empty line.
+    let mut pos = header;
+    loop {
+        let Some(end) = find_crlf(&buf[pos..]) else { return Ok(ChunkStep::NeedMore) };
+        pos += end + 2;
+        if end == 0 {
+            return Ok(ChunkStep::End { consumed: pos });
+        }
+    }
+}
+
+fn find_crlf(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_keep_alive_head() {
+        let raw = b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 12\r\nRetry-After: 2\r\nretry-after-ms: 1500\r\n\r\n{\"error\":{}}";
+        let (head, used) = parse_head(raw).unwrap().unwrap();
+        assert_eq!(head.status, 429);
+        assert_eq!(head.content_length, Some(12));
+        assert!(head.keep_alive && !head.chunked);
+        assert_eq!(head.retry_after.as_deref(), Some("2"));
+        assert_eq!(head.retry_after_ms.as_deref(), Some("1500"));
+        assert_eq!(&raw[used..], b"{\"error\":{}}");
+    }
+
+    #[test]
+    fn incomplete_and_malformed_heads() {
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le").unwrap().is_none());
+        assert!(parse_head(b"NOT HTTP\r\n\r\n").is_err());
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn connection_close_and_http10_are_not_reused() {
+        let (h, _) = parse_head(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").unwrap().unwrap();
+        assert!(!h.keep_alive);
+        let (h, _) = parse_head(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap().unwrap();
+        assert!(!h.keep_alive);
+        let (h, _) = parse_head(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n").unwrap().unwrap();
+        assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn chunked_wins_over_content_length() {
+        let (h, _) = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").unwrap().unwrap();
+        assert!(h.chunked);
+        assert_eq!(h.content_length, None);
+    }
+
+    #[test]
+    fn chunk_steps() {
+        assert_eq!(parse_chunk(b"1a").unwrap(), ChunkStep::NeedMore);
+        assert_eq!(parse_chunk(b"1A;ext=1\r\nabc").unwrap(), ChunkStep::Data { header: 10, len: 26 });
+        assert_eq!(parse_chunk(b"0\r\n").unwrap(), ChunkStep::NeedMore);
+        assert_eq!(parse_chunk(b"0\r\n\r\nNEXT").unwrap(), ChunkStep::End { consumed: 5 });
+        assert_eq!(parse_chunk(b"0\r\nX-Trailer: 1\r\n\r\n").unwrap(), ChunkStep::End { consumed: 19 });
+        assert!(parse_chunk(b"zz\r\n").is_err());
+    }
+
+    /// A loopback server answering each connection with the given raw bytes per request.
+    async fn serve(replies: Vec<&'static [u8]>) -> (reqwest::Url, tokio::task::JoinHandle<usize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = reqwest::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let task = tokio::spawn(async move {
+            let mut connections = 0;
+            let mut replies = replies.into_iter();
+            while let Ok((mut socket, _)) = listener.accept().await {
+                connections += 1;
+                loop {
+                    let mut buf = vec![0u8; 65536];
+                    let n = socket.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    match replies.next() {
+                        Some(r) if r.is_empty() => break, // close without answering
+                        Some(r) => socket.write_all(r).await.unwrap(),
+                        None => return connections,
+                    }
+                    if replies.len() == 0 {
+                        return connections;
+                    }
+                }
+                if replies.len() == 0 {
+                    return connections;
+                }
+            }
+            connections
+        });
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn reuses_connections_and_decodes_chunked_bodies() {
+        let (url, server) = serve(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+            b"HTTP/1.1 503 Busy\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n",
+        ])
+        .await;
+        let pool = Http1Pool::new(&url, None, 4).unwrap();
+        let a = pool.send("GET", "/a", &[], b"", true).await.unwrap();
+        assert_eq!((a.status, &a.body[..]), (200, &b"ok"[..]));
+        let b = pool.send("POST", "/b", &[b"content-type: application/json\r\n"], b"{}", true).await.unwrap();
+        assert_eq!(&b.body[..], b"abcde");
+        let c = pool.send("GET", "/c", &[], b"", true).await.unwrap();
+        assert_eq!((c.status, c.retry_after.as_deref()), (503, Some("1")));
+        assert_eq!(server.await.unwrap(), 1, "all three requests shared one connection");
+    }
+
+    #[tokio::test]
+    async fn a_closed_idle_connection_is_resent_only_when_safe() {
+        // First connection answers once, then closes on the next request without answering.
+        let (url, _server) = serve(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b"", b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"]).await;
+        let pool = Http1Pool::new(&url, None, 4).unwrap();
+        pool.send("GET", "/", &[], b"", true).await.unwrap();
+        let again = pool.send("GET", "/", &[], b"", true).await.unwrap();
+        assert_eq!(&again.body[..], b"x");
+
+        let (url, _server) = serve(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b""]).await;
+        let pool = Http1Pool::new(&url, None, 4).unwrap();
+        pool.send("POST", "/", &[], b"{}", false).await.unwrap();
+        assert!(matches!(pool.send("POST", "/", &[], b"{}", false).await, Err(SendError::Transport(_))));
+    }
+
+    #[tokio::test]
+    async fn the_reaper_closes_connections_the_server_closed() {
+        let (url, server) = serve(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]).await;
+        let pool = Arc::new(Http1Pool::new(&url, None, 4).unwrap());
+        Http1Pool::start_reaper(&pool, &tokio::runtime::Handle::current());
+        pool.send("GET", "/", &[], b"", true).await.unwrap();
+        assert_eq!(pool.idle.lock().len(), 1);
+        server.await.unwrap(); // the server is gone, and with it its end of the connection
+        tokio::time::sleep(REAP_INTERVAL * 2).await;
+        assert_eq!(pool.idle.lock().len(), 0, "the half-closed connection was not dropped");
+    }
+
+    #[tokio::test]
+    async fn refused_connections_are_connect_errors() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = reqwest::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        drop(listener);
+        let pool = Http1Pool::new(&url, None, 4).unwrap();
+        assert!(matches!(pool.send("GET", "/", &[], b"", true).await, Err(SendError::Connect(_))));
+    }
+}
