@@ -216,7 +216,7 @@ impl Ctx {
         let sent = http1.send(method.as_str(), &target, &headers, body.unwrap_or_default(), safe_to_resend);
         match tokio::time::timeout(timeout, Box::pin(sent)).await {
             Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(http1::SendError::Connect(m))) => Err(AttemptFailure::Connect(format!("could not connect: {m}"))),
+            Ok(Err(http1::SendError::Connect(m))) => Err(AttemptFailure::Connect(m)),
             Ok(Err(http1::SendError::Certificate(m))) => Err(AttemptFailure::Tls(m)),
             Ok(Err(http1::SendError::Transport(m))) => Err(AttemptFailure::Transport { timeout: false, message: m }),
             Err(_) => Err(AttemptFailure::Transport { timeout: true, message: format!("timed out after {:.1} s", timeout.as_secs_f64()) }),
