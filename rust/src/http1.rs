@@ -339,8 +339,9 @@ impl Conn {
             if !self.buf.is_empty() {
                 if let Some((head, consumed)) = parse_head(&self.buf).map_err(|m| ExchangeError::new(true, m))? {
                     self.buf.drain(..consumed);
-                    // A 100 Continue (never asked for, but allowed) precedes the real answer.
-                    if head.status == 100 {
+                    // Interim answers (100 Continue, 103 Early Hints) precede the real one.
+                    // 101 would switch protocols, which we never ask for: it stays final.
+                    if (100..200).contains(&head.status) && head.status != 101 {
                         continue;
                     }
                     return Ok(head);
@@ -587,9 +588,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn reuses_connections_and_decodes_chunked_bodies() {
+    async fn skips_interim_answers_reuses_connections_and_decodes_chunked_bodies() {
         let (url, server) = serve(vec![
-            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
             b"HTTP/1.1 503 Busy\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n",
         ])
