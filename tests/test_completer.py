@@ -86,6 +86,18 @@ def test_create_body_on_the_wire(emu):
         assert create.headers.get("idempotency-key", "").startswith("sail-lite-")
 
 
+def test_model_inputs_of_one_or_several_text_chunks_send_their_tokens(emu):
+    """A one-chunk ModelInput is handed over without to_ints(); several chunks are joined."""
+    from tinker.types import EncodedTextChunk
+
+    several = tinker.ModelInput(chunks=[EncodedTextChunk(tokens=PROMPT[:3]), EncodedTextChunk(tokens=PROMPT[3:])])
+    with WireRecorder(emu.base_url) as wire:
+        completer = make(emu, base_url=wire.base_url)
+        run(completer(tinker.ModelInput.from_ints(PROMPT)))
+        run(completer(several))
+        assert [c.json()["raw_prompt_tokens"] for c in wire.creates()] == [PROMPT, PROMPT]
+
+
 def test_asap_sends_no_idempotency_key(emu):
     with WireRecorder(emu.base_url) as wire:
         run(make(emu, base_url=wire.base_url, completion_window="asap")(PROMPT))
