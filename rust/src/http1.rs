@@ -87,8 +87,9 @@ impl Http1Pool {
     }
 
     /// Send one request and read its whole answer. `headers`: blocks of extra header lines,
-    /// each line ending in CRLF. `safe_to_resend`: the request may be sent again if a reused connection turns
-    /// out to have been closed by the server before it answered (idempotent or keyed requests).
+    /// each line ending in CRLF. `safe_to_resend`: the request may be sent again if a reused
+    /// connection turns out to have been closed by the server before it answered (idempotent
+    /// or keyed requests).
     pub async fn send(&self, method: &str, target: &str, headers: &[&[u8]], body: &[u8], safe_to_resend: bool) -> Result<Response, SendError> {
         let request = self.render(method, target, headers, body);
         let (mut conn, reused) = match self.checkout() {
