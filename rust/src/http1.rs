@@ -317,7 +317,8 @@ impl Conn {
         } else {
             (self.read_to_end().await?, false)
         };
-        let reusable = framed && head.keep_alive && self.buf.is_empty();
+        // After a 101 (never asked for) the connection no longer speaks HTTP/1.1.
+        let reusable = framed && head.keep_alive && self.buf.is_empty() && head.status != 101;
         let response = Response { status: head.status, retry_after_ms: head.retry_after_ms, retry_after: head.retry_after, body };
         Ok((response, reusable))
     }
