@@ -125,12 +125,15 @@ def test_oversized_bodies_get_413(emu):
         ("POST", "/v1/responses", {"Idempotency-Key": ""}, 400),
         ("GET", "/v1/responses/" + "x" * 5000, {}, 404),
         ("GET", "/v1/responses/resp_%00%ff", {}, 404),
+        ("GET", "/v1/models/%ff", {}, 404),
+        ("GET", "/_tinker/archives/%ff", {}, 404),
         ("POST", "/v1/responses/resp_0000000000000000/cancel", {}, 404),
         ("DELETE", "/v1/responses/nope", {}, 404),
         ("GET", "/v1/no-such-endpoint", {}, 404),
         ("PUT", "/v1/responses", {}, 405),
     ],
-    ids=["long-idempotency-key", "empty-idempotency-key", "long-id", "odd-id", "cancel-unknown", "delete-unknown", "unknown-path", "wrong-method"],
+    ids=["long-idempotency-key", "empty-idempotency-key", "long-id", "odd-id", "odd-model-id", "odd-archive-name",
+         "cancel-unknown", "delete-unknown", "unknown-path", "wrong-method"],
 )
 def test_odd_requests_get_4xx(emu, method, path, headers, status):
     body = create() if method in ("POST", "PUT") and not path.endswith("/cancel") else None

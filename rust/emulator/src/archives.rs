@@ -5,7 +5,8 @@
 use crate::error::ApiError;
 use crate::state::{unix_now_f64, AppState};
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use crate::routes::PathParam;
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, Response, StatusCode};
 use bytes::Bytes;
 use parking_lot::RwLock;
@@ -69,7 +70,7 @@ fn forbidden(code: &'static str, msg: &str) -> Response<Body> {
 
 pub async fn get_archive(
     State(st): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    PathParam(name): PathParam,
     q: Result<Query<SignedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response<Body> {
     let a = &st.archives;

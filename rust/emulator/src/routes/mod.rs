@@ -6,7 +6,8 @@ pub mod stats;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
@@ -38,4 +39,19 @@ async fn fallback() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", Some("method_not_allowed"), "Method not allowed on this endpoint")
+}
+
+/// A route's one path parameter, as text. A parameter that is not UTF-8 names nothing: it gets
+/// the JSON 404 envelope like any unknown name, rather than axum's plain-text 400.
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(PathParam(value)),
+            Err(_) => Err(ApiError::not_found("Nothing at this path (a path segment is not valid UTF-8)")),
+        }
+    }
 }

@@ -2,7 +2,8 @@
 use crate::error::{json_value, ApiError};
 use crate::state::AppState;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use super::PathParam;
+use axum::extract::State;
 use axum::http::{Response, StatusCode};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -16,7 +17,7 @@ pub async fn list(State(st): State<Arc<AppState>>) -> Response<Body> {
     json_value(StatusCode::OK, &json!({"object": "list", "data": data}))
 }
 
-pub async fn get(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Response<Body> {
+pub async fn get(State(st): State<Arc<AppState>>, PathParam(id): PathParam) -> Response<Body> {
     match st.model(&id) {
         Some(m) => json_value(StatusCode::OK, &model_obj(&m)),
         None => ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", Some("model_not_found"), format!("The model '{id}' does not exist"))

@@ -11,8 +11,8 @@ use crate::store::{Head, Reserve, Status, View};
 use crate::validate;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use super::PathParam;
+use axum::extract::State;
 use axum::http::{HeaderMap, Response, StatusCode};
 use std::sync::Arc;
 
@@ -34,12 +34,6 @@ fn view_response(v: View, code: StatusCode) -> Response<Body> {
 
 fn not_found(id: &str) -> Response<Body> {
     ApiError::not_found(format!("No response with id '{id}' (unknown, deleted or expired)")).with_param("response_id").into_response()
-}
-
-/// The `{id}` path segment. One that is not UTF-8 names no response: a JSON 404 like any
-/// unknown id, rather than axum's plain-text rejection.
-fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, Response<Body>> {
-    path.map(|Path(id)| id).map_err(|_| not_found("(not UTF-8)"))
 }
 
 pub async fn create(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response<Body> {
@@ -143,12 +137,8 @@ pub async fn create(State(st): State<Arc<AppState>>, headers: HeaderMap, body: R
     }
 }
 
-pub async fn get(State(st): State<Arc<AppState>>, path: Result<Path<String>, PathRejection>) -> Response<Body> {
+pub async fn get(State(st): State<Arc<AppState>>, PathParam(id): PathParam) -> Response<Body> {
     inc(&st.stats.polls);
-    let id = match path_id(path) {
-        Ok(id) => id,
-        Err(response) => return response,
-    };
     let Some(n) = parse_id(&id) else { return not_found(&id) };
     match st.store.get(n, st.retention()) {
         Some(v) => with_id(view_response(v, StatusCode::OK), &id),
@@ -156,12 +146,8 @@ pub async fn get(State(st): State<Arc<AppState>>, path: Result<Path<String>, Pat
     }
 }
 
-pub async fn cancel(State(st): State<Arc<AppState>>, path: Result<Path<String>, PathRejection>) -> Response<Body> {
+pub async fn cancel(State(st): State<Arc<AppState>>, PathParam(id): PathParam) -> Response<Body> {
     inc(&st.stats.cancels_received);
-    let id = match path_id(path) {
-        Ok(id) => id,
-        Err(response) => return response,
-    };
     let Some(n) = parse_id(&id) else { return not_found(&id) };
     match st.store.cancel(n, st.retention()) {
         Some((v, effective)) => {
@@ -174,11 +160,7 @@ pub async fn cancel(State(st): State<Arc<AppState>>, path: Result<Path<String>, 
     }
 }
 
-pub async fn delete(State(st): State<Arc<AppState>>, path: Result<Path<String>, PathRejection>) -> Response<Body> {
-    let id = match path_id(path) {
-        Ok(id) => id,
-        Err(response) => return response,
-    };
+pub async fn delete(State(st): State<Arc<AppState>>, PathParam(id): PathParam) -> Response<Body> {
     let Some(n) = parse_id(&id) else { return not_found(&id) };
     if st.store.remove(n) {
         let v = serde_json::json!({"id": id, "object": "response.deleted", "deleted": true});
