@@ -185,13 +185,12 @@ impl Ctx {
             Some(http1) => self.send_http1(http1, &method, url, body.as_deref(), idem_key, timeout).await?,
             None => self.send_reqwest(method, url, body, idem_key, timeout).await?,
         };
-        let (status, body) = (answer.status, answer.body);
+        let status = answer.status;
         if (200..300).contains(&status) {
-            return Ok(body);
+            return Ok(answer.body);
         }
-        let hints = (answer.retry_after_ms, answer.retry_after);
-        let (code, message) = decode::decode_error_body(&body);
-        let retry_after = retry::parse_retry_after(hints.0.as_deref(), hints.1.as_deref(), SystemTime::now());
+        let (code, message) = decode::decode_error_body(&answer.body);
+        let retry_after = retry::parse_retry_after(answer.retry_after_ms.as_deref(), answer.retry_after.as_deref(), SystemTime::now());
         Err(AttemptFailure::Status { status, code, message, retry_after })
     }
 
