@@ -235,6 +235,24 @@ class Reply:
 class _QuietHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.open_connections: set[socket.socket] = set()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.open_connections.add(request)
+        super().process_request(request, client_address)
+
+    def close_connections(self) -> None:
+        """Hang up on every client, as a stopped server does: keep-alive connections (and the
+        handler threads blocked on them) must not outlive the test that made them."""
+        for conn in list(self.open_connections):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.open_connections.clear()
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that gave up (timeout, cancel) leaves a broken pipe behind: expected here.
         if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
@@ -289,6 +307,7 @@ class ScriptedServer:
     def close(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+        self._httpd.close_connections()
         self._thread.join(timeout=5)
 
     def __enter__(self) -> ScriptedServer:
