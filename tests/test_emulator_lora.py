@@ -88,6 +88,22 @@ def test_signed_url_lora_end_to_end(emu: Emulator) -> None:
     assert (s["lora_downloads"], s["lora_cache_hits"], s["archive_downloads"]) == (1, 1, 1)
 
 
+def test_bare_safetensors_url_loads_like_an_archive(emu: Emulator) -> None:
+    """tinker 0.38 signs per-file URLs (the bare adapter_model.safetensors), not archives."""
+    bare = emu.add_tinker_archive("run-1/external_weights/000080/adapter_model.safetensors", safetensors(8, 7), ttl_seconds=600)
+    packed = emu.add_tinker_archive("run-1/sampler_weights/000080", archive(8, 7, gzip=True), ttl_seconds=600)
+    from_file = run(emu, lora_body(bare))
+    from_archive = run(emu, lora_body(packed))
+    assert from_file["status"] == from_archive["status"] == "completed", (from_file, from_archive)
+    assert output_block(from_file)["token_ids"] == output_block(from_archive)["token_ids"], "same adapter, same sample"
+    base = run(emu, create_body(metadata={"seed": "5"}, max_output_tokens=24))
+    assert output_block(from_file)["token_ids"] != output_block(base)["token_ids"], "the adapter is applied"
+    # A file that is neither safetensors nor an archive is still a clear adapter error.
+    junk = emu.add_tinker_archive("junk.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}", ttl_seconds=600)
+    bad = run(emu, lora_body(junk))
+    assert bad["status"] == "failed" and bad["error"]["code"] == "invalid_lora_adapter", bad
+
+
 def test_plain_tar_and_registered_lora(emu: Emulator) -> None:
     url = emu.add_tinker_archive("plain", archive(4, 3), ttl_seconds=600)
     assert run(emu, lora_body(url, adapter_config(4)))["status"] == "completed"

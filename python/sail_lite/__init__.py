@@ -28,15 +28,18 @@ from sail_lite.errors import (
     SailResponseExpiredError,
     SailResponseFailedError,
     SailTimeoutError,
+    SailUnsupportedError,
 )
 
 if TYPE_CHECKING:
     from sail_lite.completer import OpenAICompatibleTokenCompleter, SailTokenCompleter
+    from sail_lite.sampling_client import SailSamplingClient
 
 __all__ = [  # noqa: RUF022 - grouped by topic
     "__version__",
     "SailTokenCompleter",
     "OpenAICompatibleTokenCompleter",
+    "SailSamplingClient",
     "engine_metrics",
     "MissingDependencyError",
     "ProtocolError",
@@ -53,11 +56,13 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "SailResponseExpiredError",
     "SailResponseFailedError",
     "SailTimeoutError",
+    "SailUnsupportedError",
 ]
 
 _LAZY = {
     "SailTokenCompleter": "sail_lite.completer",
     "OpenAICompatibleTokenCompleter": "sail_lite.completer",
+    "SailSamplingClient": "sail_lite.sampling_client",
     # Tinker helpers: import-light, but loaded on first use to keep `import sail_lite` minimal.
     **{
         name: "sail_lite.tinker"

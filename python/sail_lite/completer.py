@@ -93,11 +93,15 @@ class _EngineCompleter(_TokenCompleterBase):  # type: ignore[misc, valid-type]
         # The engine has copied the prompt: don't keep the list alive while the sample runs.
         del tokens
         try:
-            sampled, logprobs, stop_reason, _response_id, _retries = await future
+            sampled, logprobs, stop_reason, response_id, _retries = await future
         except asyncio.CancelledError:
             bridge.cancel(request_id)
             raise
-        return _TokensWithLogprobs(tokens=sampled, maybe_logprobs=logprobs, stop_reason=stop_reason)
+        # The server's response id doubles as the sequence id: distinct per sample, and the
+        # handle to look the sample up on Sail.
+        return _TokensWithLogprobs(
+            tokens=sampled, maybe_logprobs=logprobs, stop_reason=stop_reason, sequence_id=response_id
+        )
 
     # --- configuration ---------------------------------------------------------------
     @property

@@ -33,6 +33,7 @@ __all__ = [
     "ProtocolError",
     "SailEventLoopError",
     "MissingDependencyError",
+    "SailUnsupportedError",
 ]
 
 
@@ -184,3 +185,14 @@ def from_engine(
     if cls is SailArgumentError:
         return SailArgumentError(code or "request", message)
     return cls(message, **fields)
+
+
+class SailUnsupportedError(SailArgumentError, NotImplementedError):
+    """Something Sail cannot do was asked for (prompt logprobs, top-k, a seed, inflight weights...).
+
+    ``argument`` names it; the message says what to do instead (e.g. pass a fallback client).
+    """
+
+    def __init__(self, argument: str, why: str, got: Any = None, **fields: Any) -> None:
+        shown = "" if got is None else f" (got {_short_repr(got)})"
+        SailError.__init__(self, f"{argument}: not supported on Sail{shown}: {why}", argument=argument, **fields)

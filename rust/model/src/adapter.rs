@@ -240,7 +240,8 @@ struct LoraPair<'t> {
 
 impl Adapter {
     /// Parse and validate an uploaded adapter: a tar or gzip-compressed tar (detected by its
-    /// magic bytes) holding `adapter_model.safetensors` (at any directory depth), checked
+    /// magic bytes) holding `adapter_model.safetensors` (at any directory depth), or that bare
+    /// safetensors file itself (tinker 0.38 signs per-file URLs), checked
     /// against `adapter_config_json` and the server's `base_model` name. An
     /// `adapter_config.json` inside the archive is ignored: the separately given config rules.
     pub fn from_archive(archive: &[u8], adapter_config_json: &str, base_model: &str) -> Result<Adapter, AdapterError> {

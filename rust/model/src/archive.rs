@@ -1,4 +1,5 @@
-//! Finding `adapter_model.safetensors` inside an uploaded tar or tar.gz archive.
+//! Finding `adapter_model.safetensors` in what an adapter URL serves: the bare file (what
+//! tinker 0.38's per-file external-weights URLs point at) or a tar / tar.gz archive holding it.
 
 use std::io::{self, Read};
 
@@ -16,9 +17,18 @@ pub(crate) const MAX_SAFETENSORS_BYTES: u64 = 1 << 30;
 /// request busy for long.
 pub(crate) const MAX_ARCHIVE_BYTES: u64 = 2 << 30;
 
-/// The bytes of the first regular file named `adapter_model.safetensors` (in any directory).
+/// The safetensors bytes: `archive` itself when it is a bare safetensors file, else the first
+/// regular file named `adapter_model.safetensors` (in any directory) of the tar / tar.gz.
 pub(crate) fn extract_safetensors(archive: &[u8]) -> Result<Vec<u8>, AdapterError> {
-    if archive.starts_with(&GZIP_MAGIC) {
+    if looks_like_bare_safetensors(archive) {
+        if archive.len() as u64 > MAX_SAFETENSORS_BYTES {
+            return Err(AdapterError::Archive(format!(
+                "adapter_model.safetensors is {} bytes, more than the {MAX_SAFETENSORS_BYTES} byte limit",
+                archive.len()
+            )));
+        }
+        Ok(archive.to_vec())
+    } else if archive.starts_with(&GZIP_MAGIC) {
         find_in_tar(Limited::new(GzDecoder::new(archive)))
     } else if archive.len() < TAR_BLOCK {
         Err(AdapterError::Archive(format!(
@@ -28,6 +38,17 @@ pub(crate) fn extract_safetensors(archive: &[u8]) -> Result<Vec<u8>, AdapterErro
     } else {
         find_in_tar(Limited::new(archive))
     }
+}
+
+/// A safetensors file opens with its JSON header's length (u64, little endian) and the header
+/// itself (`{`). A tar archive opens with a NUL-padded file name, and gzip with its magic, so
+/// neither can pass both checks.
+fn looks_like_bare_safetensors(bytes: &[u8]) -> bool {
+    if bytes.len() < 10 || bytes[8] != b'{' {
+        return false;
+    }
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    header_len >= 2 && header_len <= (bytes.len() as u64 - 8)
 }
 
 fn find_in_tar<R: Read>(reader: R) -> Result<Vec<u8>, AdapterError> {
@@ -107,5 +128,26 @@ mod tests {
         assert!(matches!(extract_safetensors(&[b'x'; 2048]), Err(AdapterError::Archive(_))));
         // An empty tar (two zero blocks) is readable but has no adapter.
         assert_eq!(extract_safetensors(&[0; 1024]), Err(AdapterError::MissingSafetensors));
+    }
+
+    #[test]
+    fn a_bare_safetensors_file_is_taken_as_is() {
+        let file = crate::make_test_safetensors(4, 7);
+        assert_eq!(extract_safetensors(&file).unwrap(), file);
+        // The same file inside an archive, plain or gzipped, yields the same bytes.
+        for gzip in [false, true] {
+            let archive = crate::make_test_archive(4, 7, "base", gzip);
+            assert!(!looks_like_bare_safetensors(&archive));
+            assert_eq!(extract_safetensors(&archive).unwrap(), file);
+        }
+    }
+
+    #[test]
+    fn a_header_length_beyond_the_file_is_not_safetensors() {
+        let mut bytes = vec![0u8; 64];
+        bytes[..8].copy_from_slice(&1000u64.to_le_bytes());
+        bytes[8] = b'{';
+        assert!(!looks_like_bare_safetensors(&bytes));
+        assert!(extract_safetensors(&bytes).is_err());
     }
 }
