@@ -16,6 +16,7 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import tinker
 from tinker_cookbook.completers import StopCondition
@@ -178,3 +179,37 @@ class ArithmeticGroupBuilder(EnvGroupBuilder):
     def logging_tags(self) -> list[str]:
         return ["arithmetic"]
 
+
+
+BYTE_TOKENIZER_NAME = "sail-lite/byte-ngram"
+
+
+class ByteTokenizer:
+    """The byte model's tokenizer (one token per UTF-8 byte, 256 = end of text) in the shape
+    tinker-cookbook's ``get_tokenizer`` returns, so the cookbook runs offline on the emulator."""
+
+    name_or_path = BYTE_TOKENIZER_NAME
+    eos_token_id = 256
+    bos_token_id = None
+    eos_token = "<|endoftext|>"
+    bos_token = ""
+    vocab_size = 257
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return encode_bytes(text)
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        return encode_bytes(text)
+
+    def decode(self, token_ids: Any, skip_special_tokens: bool = False) -> str:
+        return decode_bytes(list(token_ids))
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+
+def register_byte_tokenizer() -> None:
+    """Register :class:`ByteTokenizer` with the cookbook as ``sail-lite/byte-ngram``."""
+    from tinker_cookbook.tokenizer_utils import register_tokenizer
+
+    register_tokenizer(BYTE_TOKENIZER_NAME, ByteTokenizer)
