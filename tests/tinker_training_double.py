@@ -716,3 +716,137 @@ def _forward_backward_output(data: list[RecordedDatum]) -> bytes:
         record.fields["logprobs"].CopyFrom(_batched(logprobs, pb.DTYPE_FLOAT32))
         record.fields["elementwise_loss"].CopyFrom(_batched(losses, pb.DTYPE_FLOAT32))
     return out.SerializeToString()
+
+
+# ---------------------------------------------------------------------------------------------
+# Running tinker_cookbook.rl.train.main against the double, offline
+# ---------------------------------------------------------------------------------------------
+
+
+class ByteTokenizer:
+    """The emulator's byte model as a tokenizer: ids 0-255 are UTF-8 bytes, 256 ends the text.
+    Registered with the cookbook's tokenizer registry so ``get_tokenizer`` never goes online."""
+
+    eos_token_id = 256
+    bos_token_id = None
+    pad_token_id = 256
+    vocab_size = 257
+    name_or_path = "byte"
+
+    def encode(self, text: str, add_special_tokens: bool = False, **_: Any) -> list[int]:
+        return list(text.encode())
+
+    def decode(self, tokens: Any, skip_special_tokens: bool = False, **_: Any) -> str:
+        return bytes(t for t in tokens if t < 256).decode(errors="replace")
+
+
+def register_byte_tokenizer(model_name: str) -> None:
+    from tinker_cookbook.tokenizer_utils import register_tokenizer
+
+    register_tokenizer(model_name, ByteTokenizer)
+
+
+def arithmetic_train_config(
+    *,
+    base_url: str,
+    log_path: str,
+    model_name: str = DEFAULT_BASE_MODEL,
+    steps: int = 3,
+    groups_per_batch: int = 2,
+    group_size: int = 2,
+    max_tokens: int = 8,
+    lora_rank: int = 4,
+    **overrides: Any,
+) -> Any:
+    """A ``tinker_cookbook.rl.train.Config`` training on the demo's arithmetic env
+    (``sail_lite.demo.toy_env``) for ``steps`` steps, against the double at ``base_url``."""
+    from tinker_cookbook.rl import train
+
+    dataset_builder = _arithmetic_classes()[1](
+        batches=steps, groups_per_batch=groups_per_batch, group_size=group_size
+    )
+    return train.Config(
+        learning_rate=1e-4,
+        dataset_builder=dataset_builder,
+        model_name=model_name,
+        recipe_name="sail-lite-double",
+        max_tokens=max_tokens,
+        log_path=log_path,
+        lora_rank=lora_rank,
+        base_url=base_url,
+        eval_every=0,
+        save_every=0,
+        **overrides,
+    )
+
+
+def run_rl_train(double: TinkerTrainingDouble, config: Any, *, rollout_executor: Any = None) -> None:
+    """Run the real ``tinker_cookbook.rl.train.main(config)`` to completion against ``double``
+    (``config.base_url`` must be ``double.base_url``), offline: the byte tokenizer is registered
+    under ``config.model_name``, the cookbook's pricing download is skipped and the API key is
+    the double's. Patch sampling (e.g. ``TrainingClient.save_weights_and_get_sampling_client``)
+    before calling this, or the rollouts hit the double's refusing sampler."""
+    import asyncio
+    import os
+    from unittest import mock
+
+    from tinker_cookbook.rl import train
+
+    register_byte_tokenizer(config.model_name)
+    with (
+        mock.patch.dict(os.environ, {"TINKER_API_KEY": double.api_key}),
+        mock.patch.object(train, "fetch_model_pricing", lambda *a, **k: None),
+    ):
+        asyncio.run(train.main(config, rollout_executor=rollout_executor))
+
+
+_ARITHMETIC_CLASSES: tuple[type, type] | None = None
+
+
+def _arithmetic_classes() -> tuple[type, type]:
+    global _ARITHMETIC_CLASSES
+    if _ARITHMETIC_CLASSES is None:
+        _ARITHMETIC_CLASSES = _build_arithmetic_classes()
+    return _ARITHMETIC_CLASSES
+
+
+def _build_arithmetic_classes() -> tuple[type, type]:
+    import chz
+    from tinker_cookbook.rl.types import RLDataset, RLDatasetBuilder
+
+    from sail_lite.demo.toy_env import ArithmeticGroupBuilder, make_problems
+
+    class ArithmeticDataset(RLDataset):
+        def __init__(self, batches: int, groups_per_batch: int, group_size: int) -> None:
+            self.groups_per_batch = groups_per_batch
+            self.builders = [
+                ArithmeticGroupBuilder(problem, group_size=group_size, max_turns=1)
+                for problem in make_problems(batches * groups_per_batch, seed=0)
+            ]
+
+        def get_batch(self, index: int) -> list[Any]:
+            start = index * self.groups_per_batch
+            return self.builders[start : start + self.groups_per_batch]
+
+        def __len__(self) -> int:
+            return len(self.builders) // self.groups_per_batch
+
+    @chz.chz
+    class ArithmeticDatasetBuilder(RLDatasetBuilder):
+        batches: int = 3
+        groups_per_batch: int = 2
+        group_size: int = 2
+
+        async def __call__(self) -> tuple[RLDataset, RLDataset | None]:
+            return ArithmeticDataset(self.batches, self.groups_per_batch, self.group_size), None
+
+    return ArithmeticDataset, ArithmeticDatasetBuilder
+
+
+def __getattr__(name: str) -> Any:
+    # The cookbook classes import torch; build them only when asked for.
+    if name in ("ArithmeticDataset", "ArithmeticDatasetBuilder"):
+        dataset, builder = _arithmetic_classes()
+        globals().update(ArithmeticDataset=dataset, ArithmeticDatasetBuilder=builder)
+        return globals()[name]
+    raise AttributeError(name)
