@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+import threading
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -64,7 +66,15 @@ def _read_safetensors(data: bytes) -> dict[str, Any]:
     return json.loads(data[8 : 8 + header_len])
 
 
-def test_lora_run_forward_backward_and_optim_step_are_recorded_as_sent(double, service):
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "zstd"])
+def test_lora_run_forward_backward_and_optim_step_are_recorded_as_sent(compress):
+    with TinkerTrainingDouble(client_config={"proto_compress_fwdbwd": compress}) as double:
+        service = tinker.ServiceClient(base_url=double.base_url, api_key=API_KEY)
+        _check_lora_run(double, service, compress)
+        service.close("success").result()
+
+
+def _check_lora_run(double: TinkerTrainingDouble, service: Any, compress: bool) -> None:
     training = service.create_lora_training_client(DEFAULT_BASE_MODEL, rank=4).result()
     run = double.training_runs[training.model_id]
     assert (run.base_model, run.lora_rank) == (DEFAULT_BASE_MODEL, 4)
@@ -82,6 +92,7 @@ def test_lora_run_forward_backward_and_optim_step_are_recorded_as_sent(double, s
 
     (call,) = double.forward_backward_calls
     assert call.loss_fn == "importance_sampling" and not call.forward_only
+    assert call.compressed is compress
     assert call.model_id == training.model_id
     for sent, got in zip(data, call.data, strict=True):
         assert got.tokens == sent.model_input.to_ints()
@@ -146,6 +157,23 @@ def test_external_weights_signed_urls_serve_a_real_lora(double, service):
     assert err.value.code == 403
     with pytest.raises(tinker.BadRequestError):
         rest.set_checkpoint_ttl_from_tinker_path(exported.path, 1).result()
+
+
+def test_closing_the_double_ends_its_connection_threads():
+    def handler_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if "process_request_thread" in t.name]
+
+    before = set(handler_threads())
+    double = TinkerTrainingDouble().start()
+    service = tinker.ServiceClient(base_url=double.base_url, api_key=API_KEY)
+    service.create_lora_training_client(DEFAULT_BASE_MODEL, rank=2).result()
+    service.close("success").result()
+    double.close()
+    # Wait for the event (the threads ending), bounded generously so a hang still fails.
+    deadline = time.monotonic() + 60
+    while set(handler_threads()) - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not set(handler_threads()) - before
 
 
 def test_signed_urls_expire():

@@ -29,6 +29,7 @@ import datetime as dt
 import itertools
 import json
 import random
+import socket
 import threading
 import uuid
 from collections.abc import Callable
@@ -95,6 +96,7 @@ class ForwardBackwardCall:
     loss_fn_config: dict[str, float]
     forward_only: bool
     data: list[RecordedDatum]
+    compressed: bool = False  # sent with Content-Encoding: zstd
 
 
 @dataclass
@@ -166,6 +168,37 @@ class _SignedFile:
     expires: dt.datetime
 
 
+class _HangupServer(ThreadingHTTPServer):
+    """A ThreadingHTTPServer that hangs up on its clients when closed, so keep-alive
+    connections (and the handler threads blocked on them) never outlive the test."""
+
+    daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.open_connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self.open_connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self.open_connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            connections, self.open_connections = list(self.open_connections), set()
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -186,6 +219,8 @@ class TinkerTrainingDouble:
         url_lifetime_seconds: lifetime of the signed file URLs.
         lora_files: builds an external_weights checkpoint's files (default :func:`default_lora_files`).
         sampler_failure_status: the HTTP status ``/api/v1/asample`` answers with.
+        client_config: flags added to the ``/api/v1/client/config`` answer (e.g.
+            ``{"proto_compress_fwdbwd": True}`` makes the SDK zstd-compress forward_backward).
     """
 
     def __init__(
@@ -197,7 +232,9 @@ class TinkerTrainingDouble:
         url_lifetime_seconds: float = 600.0,
         lora_files: LoraFiles = default_lora_files,
         sampler_failure_status: int = 400,
+        client_config: dict[str, Any] | None = None,
     ) -> None:
+        self.client_config = {"pjwt_auth_enabled": False, **(client_config or {})}
         self.api_key = api_key
         self.base_models = base_models
         self.pending_polls = pending_polls
@@ -240,8 +277,7 @@ class TinkerTrainingDouble:
             def do_DELETE(self) -> None:
                 double._handle(self, "DELETE")
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _HangupServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -258,6 +294,7 @@ class TinkerTrainingDouble:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self._server.close_connections()
 
     def __enter__(self) -> TinkerTrainingDouble:
         return self.start()
@@ -296,8 +333,9 @@ class TinkerTrainingDouble:
         if path.startswith("/storage/"):
             return self._serve_file(h, path, query)
         body: Any
+        compressed = h.headers.get("content-encoding") == "zstd"
         if method == "POST" and path == "/api/v1/forward_backward":
-            if h.headers.get("content-encoding") == "zstd":
+            if compressed:
                 import zstandard
 
                 raw = zstandard.ZstdDecompressor().decompress(raw)
@@ -315,17 +353,19 @@ class TinkerTrainingDouble:
         if h.headers.get("x-api-key") != self.api_key:
             return self._send(h, 401, {"detail": "Invalid API key"})
         try:
-            status, payload = self._route(method, path, body, recorded)
+            status, payload = self._route(method, path, body, recorded, compressed)
         except _HttpError as exc:
             status, payload = exc.status, {"detail": exc.detail}
         if isinstance(payload, bytes):
             return self._send_bytes(h, status, payload, _PROTO)
         return self._send(h, status, payload)
 
-    def _route(self, method: str, path: str, body: Any, recorded: RecordedRequest) -> tuple[int, Any]:
+    def _route(
+        self, method: str, path: str, body: Any, recorded: RecordedRequest, compressed: bool
+    ) -> tuple[int, Any]:
         key = (method, path)
         simple = {
-            ("POST", "/api/v1/client/config"): lambda: {"pjwt_auth_enabled": False},
+            ("POST", "/api/v1/client/config"): lambda: self.client_config,
             ("POST", "/api/v1/client/dynamic_config"): lambda: {},
             ("POST", "/api/v1/telemetry"): lambda: {"status": "accepted"},
             ("GET", "/api/v1/healthz"): lambda: {"status": "ok"},
@@ -334,7 +374,7 @@ class TinkerTrainingDouble:
             ("POST", "/api/v1/session_heartbeat"): lambda: {"type": "session_heartbeat"},
             ("POST", "/api/v1/create_model"): lambda: self._create_model(body),
             ("POST", "/api/v1/get_info"): lambda: self._get_info(body),
-            ("POST", "/api/v1/forward_backward"): lambda: self._forward_backward(body),
+            ("POST", "/api/v1/forward_backward"): lambda: self._forward_backward(body, compressed),
             ("POST", "/api/v1/optim_step"): lambda: self._optim_step(body),
             ("POST", "/api/v1/save_weights"): lambda: self._save(body, "weights"),
             ("POST", "/api/v1/save_weights_for_sampler"): lambda: self._save_for_sampler(body),
@@ -427,7 +467,7 @@ class TinkerTrainingDouble:
 
     # -- training -------------------------------------------------------------------------------
 
-    def _forward_backward(self, msg: Any) -> dict[str, Any]:
+    def _forward_backward(self, msg: Any, compressed: bool) -> dict[str, Any]:
         run = self._run(msg.model_id)
         data = [_decode_datum(d) for d in msg.data]
         call = ForwardBackwardCall(
@@ -437,6 +477,7 @@ class TinkerTrainingDouble:
             loss_fn_config=dict(msg.loss_fn_config),
             forward_only=msg.forward_only,
             data=data,
+            compressed=compressed,
         )
         with self._lock:
             self.forward_backward_calls.append(call)
