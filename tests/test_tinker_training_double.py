@@ -270,6 +270,9 @@ def test_rl_train_main_runs_three_steps_against_the_double(double, tmp_path, mon
         return ScriptedSampler(result.path, served)
 
     def create_sampler(self, model_path: str, *args: Any, **kwargs: Any) -> _Ready:
+        # The loop's other way to a sampler: on save_every steps it saves a named checkpoint
+        # and samples from its sampler_weights path.
+        exported.append(model_path)
         return _Ready(ScriptedSampler(model_path, served))
 
     class _Coro:
@@ -286,11 +289,13 @@ def test_rl_train_main_runs_three_steps_against_the_double(double, tmp_path, mon
     monkeypatch.setattr(tinker.TrainingClient, "create_sampling_client", create_sampler)
 
     config = arithmetic_train_config(
-        base_url=double.base_url, log_path=str(tmp_path), steps=3, groups_per_batch=2, group_size=2
+        base_url=double.base_url, log_path=str(tmp_path), steps=3, groups_per_batch=2, group_size=2,
+        save_every=2,
     )
     run_rl_train(double, config)
 
     assert double.sample_requests == []
+    assert double.errors() == []
     (run,) = double.training_runs.values()
     assert (run.base_model, run.lora_rank) == (DEFAULT_BASE_MODEL, config.lora_rank)
     assert len(double.forward_backward_calls) == 3 and run.optim_steps == 3
@@ -308,9 +313,17 @@ def test_rl_train_main_runs_three_steps_against_the_double(double, tmp_path, mon
             assert sampled == list(b"12\n")
         assert [lp for lp, m in zip(logprobs, mask) if m] in ([], [-0.125, -0.25, -0.375])
     # The loop asks for a sampler before step 0 and after each optim_step (the last one is
-    # for evals after the final step): each export holds the weights after 0, 1, 2, 3 steps,
-    # and step i's rollouts sampled from export i.
+    # for evals after the final step): each holds the weights after 0, 1, 2, 3 steps, and step
+    # i's rollouts sampled from sampler i. With save_every=2, step 2's came from the periodic
+    # checkpoint through create_sampling_client(sampler_path), the others from
+    # save_weights_and_get_sampling_client (here: an external-weights export).
     assert [double.checkpoints[p].optim_steps_before for p in exported] == [0, 1, 2, 3]
+    kinds = [double.checkpoints[p].kind for p in exported]
+    assert kinds == ["external_weights", "external_weights", "sampler_weights", "external_weights"]
+    periodic = [c for c in double.checkpoints.values() if c.name == "000002"]
+    assert {c.kind for c in periodic} == {"weights", "sampler_weights"}
+    assert {c.ttl_seconds for c in periodic} == {config.ttl_seconds}
+    assert exported[2] in {c.tinker_path for c in periodic}
     assert [p for p, _, _ in served] == [exported[i] for i in range(3) for _ in range(4)]
     # The final checkpoint: training state and sampler weights, kept forever (no TTL).
     final = [c for c in double.checkpoints.values() if c.name == "final"]

@@ -74,6 +74,7 @@ class RecordedRequest:
     body: Any  # JSON body, the decoded protobuf (as a dict) for forward_backward, or None
     api_key: str | None
     query: dict[str, list[str]] = field(default_factory=dict)
+    status: int | None = None  # the status the double answered with
 
 
 @dataclass
@@ -309,6 +310,11 @@ class TinkerTrainingDouble:
         with self._lock:
             return [r.path for r in self.requests if method is None or r.method == method]
 
+    def errors(self) -> list[RecordedRequest]:
+        """The requests the double answered with an HTTP error (refused samples included)."""
+        with self._lock:
+            return [r for r in self.requests if r.status is not None and r.status >= 400]
+
     def requests_to(self, path: str) -> list[RecordedRequest]:
         with self._lock:
             return [r for r in self.requests if r.path == path]
@@ -351,11 +357,13 @@ class TinkerTrainingDouble:
         with self._lock:
             self.requests.append(recorded)
         if h.headers.get("x-api-key") != self.api_key:
+            recorded.status = 401
             return self._send(h, 401, {"detail": "Invalid API key"})
         try:
             status, payload = self._route(method, path, body, recorded, compressed)
         except _HttpError as exc:
             status, payload = exc.status, {"detail": exc.detail}
+        recorded.status = status
         if isinstance(payload, bytes):
             return self._send_bytes(h, status, payload, _PROTO)
         return self._send(h, status, payload)
@@ -806,19 +814,19 @@ def arithmetic_train_config(
     dataset_builder = _arithmetic_classes()[1](
         batches=steps, groups_per_batch=groups_per_batch, group_size=group_size
     )
-    return train.Config(
-        learning_rate=1e-4,
-        dataset_builder=dataset_builder,
-        model_name=model_name,
-        recipe_name="sail-lite-double",
-        max_tokens=max_tokens,
-        log_path=log_path,
-        lora_rank=lora_rank,
-        base_url=base_url,
-        eval_every=0,
-        save_every=0,
-        **overrides,
-    )
+    fields: dict[str, Any] = {
+        "learning_rate": 1e-4,
+        "dataset_builder": dataset_builder,
+        "model_name": model_name,
+        "recipe_name": "sail-lite-double",
+        "max_tokens": max_tokens,
+        "log_path": log_path,
+        "lora_rank": lora_rank,
+        "base_url": base_url,
+        "eval_every": 0,
+        "save_every": 0,
+    }
+    return train.Config(**{**fields, **overrides})
 
 
 def run_rl_train(double: TinkerTrainingDouble, config: Any, *, rollout_executor: Any = None) -> None:
