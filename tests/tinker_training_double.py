@@ -20,6 +20,18 @@ receives, so tests can assert on it:
 
 The request/response schemas come from the SDK itself (pydantic types; its protobuf module for
 forward_backward, which 0.38 sends and expects as ``application/x-protobuf``).
+
+``arithmetic_train_config`` + ``run_rl_train`` run the real ``tinker_cookbook.rl.train.main``
+offline against the double (byte tokenizer registered under the model name, pricing download
+skipped, the demo's arithmetic env as data). What one sync step sends (seen with sampling
+patched to export weights; ``(x)`` = retrieve_future polls):
+
+    client/config, client/dynamic_config, create_session, create_model (x), get_info,
+    [per step] save_weights_for_sampler with no name (x) -> a sampling session id  -- or, on
+    save_every steps, save_weights + save_weights_for_sampler named "%06d" (x) and
+    create_sampling_client(sampler path) -- then rollouts (asample), forward_backward,
+    optim_step (x); after the last step one more sampler, then save_weights + save_weights_for_sampler
+    "final" (ttl None), sessions/<id>/finish, telemetry.
 """
 
 from __future__ import annotations
