@@ -69,17 +69,19 @@ def run_on_sail(emu: Emulator, double: TinkerTrainingDouble, log_path: str, *, r
     return inst, wire, emu.stats()["completions"] - before
 
 
-def check_run(emu: Emulator, double: TinkerTrainingDouble, inst: Any, wire: WireRecorder, served: int) -> None:
+def check_run(emu: Emulator, double: TinkerTrainingDouble, inst: Any, wire: WireRecorder, served: int,
+              *, synchronous: bool = True) -> None:
     # Nothing was sampled on Tinker: its sampler was never asked.
     assert double.sample_requests == []
     creates = wire.creates()
     # Every sample the loop used came from the emulator: one create and one completed response each.
     assert served == len(creates) >= STEPS * GROUPS * GROUP_SIZE
-    assert len(double.forward_backward_calls) == STEPS
+    assert len(double.optim_steps) == STEPS
 
-    # One export per sampler the loop asked for (STEPS + the one after the last step), each a real
-    # external_weights checkpoint on the double with the TTL sample_on_sail asked for.
-    assert len(inst.exports) == STEPS + 1
+    # One export per sampler the loop asked for (in the synchronous mode, STEPS + the one after the
+    # last step), each a real external_weights checkpoint on the double with the TTL sample_on_sail
+    # asked for, holding the weights after that many optimizer steps.
+    assert len(inst.exports) == STEPS + 1 if synchronous else len(inst.exports) >= 2
     for i, export in enumerate(inst.exports):
         record = double.checkpoints[export.tinker_path]
         assert record.optim_steps_before == i, "export i holds the weights after i optimizer steps"
@@ -95,13 +97,15 @@ def check_run(emu: Emulator, double: TinkerTrainingDouble, inst: Any, wire: Wire
         assert json.loads(meta["tinker_adapter_config"])["r"] == LORA_RANK
         name = next(n for n in export_index if f"/{n}/adapter_model.safetensors" in meta["lora"])
         used.append(export_index[name])
-    assert used == sorted(used), "a later step never samples from an earlier step's weights"
-    assert set(used) == set(range(STEPS)), "each step sampled from its own export"
-    per_step = [used.count(i) for i in range(STEPS)]
-    assert per_step == [GROUPS * GROUP_SIZE] * STEPS
-    # Sail (the emulator) downloaded each step's weights through the signed URL.
+    if synchronous:
+        assert used == sorted(used), "a later step never samples from an earlier step's weights"
+        assert set(used) == set(range(STEPS)), "each step sampled from its own export"
+        assert [used.count(i) for i in range(STEPS)] == [GROUPS * GROUP_SIZE] * STEPS
+    else:
+        assert 0 in used and len(set(used)) >= 2, "rollouts moved on to newer weights"
+    # Sail (the emulator) downloaded the weights of every export it sampled from.
     downloaded = {path for path, filename, status in double.downloads if status == 200}
-    assert {inst.exports[i].tinker_path for i in range(STEPS)} <= downloaded
+    assert {inst.exports[i].tinker_path for i in set(used)} <= downloaded
 
     # The tokens and logprobs Tinker trained on are the ones Sail returned.
     samples = [response_sample(emu, rid) for rid in polled_response_ids(wire)]
@@ -151,6 +155,22 @@ def test_periodic_checkpoints_take_the_create_sampling_client_path(emu, double, 
     assert [e.label for e in inst.exports].count("000002") == 1
 
 
+@pytest.mark.parametrize(
+    "mode",
+    [
+        {"async_config": "AsyncConfig(max_steps_off_policy=1, groups_per_batch=GROUPS, loss_fn='importance_sampling')"},
+        {"stream_minibatch_config": "StreamMinibatchConfig(groups_per_batch=GROUPS, num_minibatches=2)"},
+    ],
+    ids=["async-off-policy", "stream-minibatch"],
+)
+def test_other_loop_modes(emu, double, worker_env, tmp_path, mode):
+    from tinker_cookbook.rl import train
+
+    overrides = {key: eval(value, {**vars(train), "GROUPS": GROUPS}) for key, value in mode.items()}
+    inst, wire, served = run_on_sail(emu, double, str(tmp_path), **overrides)
+    check_run(emu, double, inst, wire, served, synchronous=False)
+
+
 def test_spawn_process_pool(emu, double, worker_env, tmp_path):
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
         inst, wire, served = run_on_sail(emu, double, str(tmp_path), rollout_executor=pool)
@@ -169,7 +189,15 @@ def test_ray_executor(emu, double, worker_env, tmp_path):
 
 
 def test_options_that_cannot_work_on_sail_fail_before_the_first_step(emu, double, worker_env, tmp_path):
-    for overrides, argument in (({"compute_post_kl": True}, "compute_post_kl"), ({"loss_fn": "stable_reinforce"}, "loss_fn")):
+    from tinker_cookbook.rl.train import AsyncConfig
+
+    cases = (
+        ({"compute_post_kl": True}, "compute_post_kl"),
+        ({"loss_fn": "stable_reinforce"}, "loss_fn"),
+        # The async mode's default loss is stable_reinforce.
+        ({"async_config": AsyncConfig(max_steps_off_policy=1, groups_per_batch=GROUPS)}, "async_config.loss_fn"),
+    )
+    for overrides, argument in cases:
         before = len(double.requests)
         with pytest.raises(sail_lite.SailUnsupportedError) as info:
             run_on_sail(emu, double, str(tmp_path / argument), **overrides)

@@ -170,8 +170,9 @@ def check_config(config: Any, settings: SailSettings) -> None:
     """Reject, before the first step, RL options that cannot work with sampling on Sail."""
     records = getattr(config, "records_stability_info", None)
     if callable(records) and records():
+        where = "async_config.loss_fn" if getattr(config, "async_config", None) is not None else "loss_fn"
         raise SailUnsupportedError(
-            "loss_fn",
+            where,
             "'stable_reinforce' trains on stability information Tinker's sampler records per sequence, "
             "which Sail cannot provide: use another loss_fn",
         )
