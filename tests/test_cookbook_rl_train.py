@@ -245,3 +245,27 @@ def test_cli_runs_a_recipe_module_inside_sample_on_sail(tmp_path, emu):
     missing = subprocess.run([sys.executable, "-m", "sail_lite.cookbook", "tiny_recipe"],
                              env={**env, "SAIL_MODEL": ""}, capture_output=True, text=True, timeout=600)
     assert missing.returncode == 2 and "--sail-model" in missing.stderr
+
+
+def test_prompt_logprobs_on_tinker_gives_each_step_a_tinker_fallback(emu, double, worker_env):
+    """With prompt_logprobs_on_tinker=True the step's client samples on Sail and sends
+    compute_logprobs to a real tinker SamplingClient for the same weights (the double's sampler,
+    which records the request and refuses it)."""
+    service = tinker.ServiceClient(base_url=double.base_url, api_key=double.api_key)
+    training = service.create_lora_training_client(base_model="sail-lite/byte-model", rank=LORA_RANK).result()
+    with sample_on_sail(model=SAIL_MODEL, base_url=emu.base_url, api_key=emu.api_key, prompt_logprobs_on_tinker=True) as inst:
+        client = training.save_weights_and_get_sampling_client().result()
+    assert isinstance(client, sail_lite.SailSamplingClient)
+    assert client.tinker_path == inst.exports[0].tinker_path
+    prompt = tinker.ModelInput.from_ints(list(b"1+1="))
+    response = client.sample(prompt, 2, tinker.SamplingParams(max_tokens=3)).result()
+    assert len(response.sequences) == 2 and double.sample_requests == []
+    with pytest.raises(Exception):  # the double's sampler refuses; what matters is where it went
+        client.compute_logprobs(prompt).result()
+    assert len(double.sample_requests) == 1
+    # Without the option, the same call is a clear error that never reaches Tinker.
+    with sample_on_sail(model=SAIL_MODEL, base_url=emu.base_url, api_key=emu.api_key):
+        plain = training.save_weights_and_get_sampling_client().result()
+    with pytest.raises(sail_lite.SailUnsupportedError, match="prompt logprobs"):
+        plain.compute_logprobs(prompt)
+    assert len(double.sample_requests) == 1
