@@ -784,27 +784,10 @@ def _forward_backward_output(data: list[RecordedDatum]) -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 
-class ByteTokenizer:
-    """The emulator's byte model as a tokenizer: ids 0-255 are UTF-8 bytes, 256 ends the text.
-    Registered with the cookbook's tokenizer registry so ``get_tokenizer`` never goes online."""
-
-    eos_token_id = 256
-    bos_token_id = None
-    pad_token_id = 256
-    vocab_size = 257
-    name_or_path = "byte"
-
-    def encode(self, text: str, add_special_tokens: bool = False, **_: Any) -> list[int]:
-        return list(text.encode())
-
-    def decode(self, tokens: Any, skip_special_tokens: bool = False, **_: Any) -> str:
-        return bytes(t for t in tokens if t < 256).decode(errors="replace")
-
-
 def register_byte_tokenizer(model_name: str) -> None:
-    from tinker_cookbook.tokenizer_utils import register_tokenizer
+    from sail_lite.demo.toy_env import register_byte_tokenizer as register
 
-    register_tokenizer(model_name, ByteTokenizer)
+    register(model_name)
 
 
 def arithmetic_train_config(

@@ -195,21 +195,23 @@ class ByteTokenizer:
     bos_token = ""
     vocab_size = 257
 
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+    pad_token_id = 256
+
+    def encode(self, text: str, add_special_tokens: bool = False, **_: Any) -> list[int]:
         return encode_bytes(text)
 
     def encode_ordinary(self, text: str) -> list[int]:
         return encode_bytes(text)
 
-    def decode(self, token_ids: Any, skip_special_tokens: bool = False) -> str:
+    def decode(self, token_ids: Any, skip_special_tokens: bool = False, **_: Any) -> str:
         return decode_bytes(list(token_ids))
 
     def __len__(self) -> int:
         return self.vocab_size
 
 
-def register_byte_tokenizer() -> None:
-    """Register :class:`ByteTokenizer` with the cookbook as ``sail-lite/byte-ngram``."""
+def register_byte_tokenizer(name: str = BYTE_TOKENIZER_NAME) -> None:
+    """Register :class:`ByteTokenizer` with the cookbook's tokenizer registry under ``name``."""
     from tinker_cookbook.tokenizer_utils import register_tokenizer
 
-    register_tokenizer(BYTE_TOKENIZER_NAME, ByteTokenizer)
+    register_tokenizer(name, ByteTokenizer)
