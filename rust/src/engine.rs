@@ -78,10 +78,29 @@ fn worker_threads() -> usize {
 
 const DEFAULT_WORKER_THREADS: usize = 1;
 
+const ENGINE_THREAD_NAME: &str = "sail-lite-engine";
+
+/// A panic on an engine thread is caught where it can happen (`sampler::run` reports it as an
+/// `internal` error on the sample), so the default hook's message and backtrace on stderr
+/// would only be noise, and noise a hostile server could provoke at will. Other threads
+/// (Python's, the emulator's) keep the previous hook.
+fn silence_engine_thread_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() != Some(ENGINE_THREAD_NAME) {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// One worker: a current-thread runtime driven by a dedicated thread, so the HTTP connection
 /// tasks and the sample tasks wake each other without cross-thread hand-offs (measured to
 /// cost less CPU per sample). More workers: tokio's work-stealing scheduler.
 fn start_runtime() -> Result<tokio::runtime::Handle, String> {
+    silence_engine_thread_panics();
     let threads = worker_threads();
     if threads == 1 {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -90,14 +109,14 @@ fn start_runtime() -> Result<tokio::runtime::Handle, String> {
             .map_err(|e| format!("could not start the sail-lite runtime: {e}"))?;
         let handle = rt.handle().clone();
         std::thread::Builder::new()
-            .name("sail-lite-engine".into())
+            .name(ENGINE_THREAD_NAME.into())
             .spawn(move || rt.block_on(std::future::pending::<()>()))
             .map_err(|e| format!("could not start the sail-lite engine thread: {e}"))?;
         return Ok(handle);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
-        .thread_name("sail-lite-engine")
+        .thread_name(ENGINE_THREAD_NAME)
         .enable_all()
         .build()
         .map_err(|e| format!("could not start the sail-lite runtime: {e}"))?;
