@@ -366,6 +366,8 @@ impl Conn {
     }
 
     async fn read_head(&mut self) -> Result<Head, ExchangeError> {
+        // After an interim answer the server has surely seen the request: never resend it.
+        let mut interim_seen = false;
         loop {
             if !self.buf.is_empty() {
                 if let Some((head, consumed)) = parse_head(&self.buf).map_err(ExchangeError::protocol)? {
@@ -373,6 +375,7 @@ impl Conn {
                     // Interim answers (100 Continue, 103 Early Hints) precede the real one.
                     // 101 would switch protocols, which we never ask for: it stays final.
                     if (100..200).contains(&head.status) && head.status != 101 {
+                        interim_seen = true;
                         continue;
                     }
                     return Ok(head);
@@ -381,7 +384,10 @@ impl Conn {
                     return Err(ExchangeError::protocol("the response head is larger than 64 KiB"));
                 }
             }
-            self.fill("response head").await?;
+            if let Err(mut e) = self.fill("response head").await {
+                e.answered |= interim_seen;
+                return Err(e);
+            }
         }
     }
 
