@@ -1,5 +1,5 @@
-//! The process-wide engine: one small tokio runtime and one pooled HTTP client per
-//! (origin, TLS options), built lazily and rebuilt in a forked child.
+//! The process-wide engine: one small tokio runtime and one `Transport` per
+//! (origin, TLS options, limit), built lazily and rebuilt in a forked child.
 //!
 //! Fork: a child inherits the parent's engine memory but none of its threads. Dropping the
 //! inherited runtime or clients would wait for threads that do not exist (a hang), so the
@@ -11,9 +11,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-use crate::http1::Http1Pool;
-use tokio::sync::Semaphore;
+use crate::transport::Transport;
 
 pub struct Engine {
     pid: u32,
@@ -23,16 +21,8 @@ pub struct Engine {
     pub metrics: Metrics,
 }
 
-/// The clients of one origin plus the bound on its concurrent requests (so 50,000 pending
-/// samples never mean 50,000 sockets). Creates and polls go through the lean `http1` client;
-/// reqwest serves cancels, and everything when a proxy is configured (it honours the proxy
-/// environment variables, which `http1` does not implement).
-#[derive(Clone)]
-pub struct HttpPool {
-    pub client: reqwest::Client,
-    pub http1: Option<Arc<Http1Pool>>,
-    pub permits: Arc<Semaphore>,
-}
+/// The transport of one origin (see `transport`): its pool, TLS, limits and route.
+pub type HttpPool = Arc<Transport>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct HttpClientKey {
@@ -156,50 +146,7 @@ impl Engine {
         if let Some(pool) = self.clients.lock().get(key) {
             return Ok(pool.clone());
         }
-        let pool = build_pool(key, &self.handle)?;
+        let pool = Transport::new(key, &self.handle)?;
         Ok(self.clients.lock().entry(key.clone()).or_insert(pool).clone())
     }
-}
-
-fn build_pool(key: &HttpClientKey, runtime: &tokio::runtime::Handle) -> Result<HttpPool, String> {
-    let mut builder = reqwest::Client::builder()
-        // Our APIs never redirect; following one could hand the bearer token to another host.
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(key.max_connections)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(30))
-        .user_agent(concat!("sail-lite/", env!("CARGO_PKG_VERSION")))
-        .https_only(false);
-    let ca_pem = match &key.ca_bundle {
-        Some(path) => Some(std::fs::read(path).map_err(|e| format!("ca_bundle: cannot read the CA bundle file: {e}"))?),
-        None => None,
-    };
-    if let Some(pem) = &ca_pem {
-        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("ca_bundle: not a PEM bundle: {e}"))?;
-        if certs.is_empty() {
-            return Err("ca_bundle: the file holds no PEM certificates".into());
-        }
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    let client = builder.build().map_err(|e| format!("could not build the HTTP client: {e}"))?;
-    let http1 = if proxy_configured() {
-        None
-    } else {
-        let origin = reqwest::Url::parse(&key.origin).map_err(|_| "base_url: expected an http(s) URL".to_string())?;
-        let pool = Arc::new(Http1Pool::new(&origin, ca_pem.as_deref(), key.max_connections)?);
-        Http1Pool::start_reaper(&pool, runtime);
-        Some(pool)
-    };
-    Ok(HttpPool { client, http1, permits: Arc::new(Semaphore::new(key.max_connections)) })
-}
-
-/// Whether the environment names a proxy (then reqwest, which applies it and NO_PROXY, sends
-/// everything).
-fn proxy_configured() -> bool {
-    ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
-        .iter()
-        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
 }

@@ -6,13 +6,14 @@
 //! request is one pre-rendered head plus body, written with one call on a pooled connection
 //! the sample task owns for the duration of the exchange, and the answer is parsed in place.
 //!
-//! What it does not do (the reqwest client still serves those cases, see `engine`): proxies,
+//! What it does not do (the reqwest client still serves those cases, see `transport`): proxies,
 //! HTTP/2, redirects (never followed anyway), compression. Timeouts and cancellation belong to
 //! the caller: dropping the future drops the connection, which then never returns to the pool.
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+use crate::transport::{Response, CONNECT_TIMEOUT, IDLE_TIMEOUT};
+use rustls::pki_types::ServerName;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,23 +22,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-/// Idle connections older than this are not reused (servers commonly drop them at 60 s).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const REAP_INTERVAL: Duration = Duration::from_secs(1);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HEAD_BYTES: usize = 64 * 1024;
-const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+pub const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
 const MAX_HEADERS: usize = 64;
-
-/// The answer to one request: what the sampler needs of it.
-pub struct Response {
-    pub status: u16,
-    pub retry_after_ms: Option<String>,
-    pub retry_after: Option<String>,
-    /// `x-should-retry: true|false`: the server's own word on retrying (OpenAI's convention).
-    pub should_retry: Option<bool>,
-    pub body: Bytes,
-}
 
 /// Why a request got no answer. The variants match the sampler's retry classes.
 #[derive(Debug)]
@@ -67,8 +55,8 @@ pub struct Http1Pool {
 }
 
 impl Http1Pool {
-    /// A pool for `url`'s origin (http or https). `ca_bundle`: extra trusted CAs (PEM).
-    pub fn new(url: &reqwest::Url, ca_bundle: Option<&[u8]>, max_idle: usize) -> Result<Http1Pool, String> {
+    /// A pool for `url`'s origin (http or https), trusting the roots `tls` names.
+    pub fn new(url: &reqwest::Url, tls: Arc<rustls::ClientConfig>, max_idle: usize) -> Result<Http1Pool, String> {
         let host = match url.host() {
             Some(url::Host::Domain(d)) => d.to_string(),
             Some(url::Host::Ipv4(a)) => a.to_string(),
@@ -80,7 +68,7 @@ impl Http1Pool {
             "http" => None,
             "https" => {
                 let name = ServerName::try_from(host.clone()).map_err(|_| "base_url: the host is not a valid TLS server name".to_string())?;
-                Some((tls_connector(ca_bundle)?, name))
+                Some((tokio_rustls::TlsConnector::from(tls), name))
             }
             _ => return Err("base_url: expected an http(s) URL".into()),
         };
@@ -201,38 +189,13 @@ impl Http1Pool {
     }
 }
 
-fn tls_connector(ca_bundle: Option<&[u8]>) -> Result<tokio_rustls::TlsConnector, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    // Like reqwest's native-roots mode: the platform's store (honouring SSL_CERT_FILE/DIR),
-    // skipping certificates it cannot parse.
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(pem) = ca_bundle {
-        let mut added = 0;
-        for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| format!("ca_bundle: not a PEM bundle: {e}"))?;
-            roots.add(cert).map_err(|e| format!("ca_bundle: unusable certificate: {e}"))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err("ca_bundle: the file holds no PEM certificates".into());
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("could not configure TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+fn is_certificate_error(e: &io::Error) -> bool {
+    e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).is_some_and(is_certificate_rejection)
 }
 
-fn is_certificate_error(e: &io::Error) -> bool {
-    e.get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented))
+/// The one definition of "the server's certificate was rejected" (both routes use it).
+pub fn is_certificate_rejection(e: &rustls::Error) -> bool {
+    matches!(e, rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
 }
 
 enum Stream {
@@ -611,6 +574,12 @@ mod tests {
     use super::*;
     use proptest::strategy::Strategy;
 
+    fn test_tls() -> Arc<rustls::ClientConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let roots = rustls::RootCertStore::empty();
+        Arc::new(rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots).with_no_client_auth())
+    }
+
     #[test]
     fn parses_a_keep_alive_head() {
         let raw = b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 12\r\nRetry-After: 2\r\nretry-after-ms: 1500\r\n\r\n{\"error\":{}}";
@@ -799,7 +768,7 @@ mod tests {
             b"HTTP/1.1 503 Busy\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n",
         ])
         .await;
-        let pool = Http1Pool::new(&url, None, 4).unwrap();
+        let pool = Http1Pool::new(&url, test_tls(), 4).unwrap();
         let a = pool.send("GET", "/a", &[], b"", true).await.unwrap();
         assert_eq!((a.status, &a.body[..]), (200, &b"ok"[..]));
         let b = pool.send("POST", "/b", &[b"content-type: application/json\r\n"], b"{}", true).await.unwrap();
@@ -813,13 +782,13 @@ mod tests {
     async fn a_closed_idle_connection_is_resent_only_when_safe() {
         // First connection answers once, then closes on the next request without answering.
         let (url, _server) = serve(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b"", b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"]).await;
-        let pool = Http1Pool::new(&url, None, 4).unwrap();
+        let pool = Http1Pool::new(&url, test_tls(), 4).unwrap();
         pool.send("GET", "/", &[], b"", true).await.unwrap();
         let again = pool.send("GET", "/", &[], b"", true).await.unwrap();
         assert_eq!(&again.body[..], b"x");
 
         let (url, _server) = serve(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b""]).await;
-        let pool = Http1Pool::new(&url, None, 4).unwrap();
+        let pool = Http1Pool::new(&url, test_tls(), 4).unwrap();
         pool.send("POST", "/", &[], b"{}", false).await.unwrap();
         assert!(matches!(pool.send("POST", "/", &[], b"{}", false).await, Err(SendError::Transport(_))));
     }
@@ -827,7 +796,7 @@ mod tests {
     #[tokio::test]
     async fn the_reaper_closes_connections_the_server_closed() {
         let (url, server) = serve(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]).await;
-        let pool = Arc::new(Http1Pool::new(&url, None, 4).unwrap());
+        let pool = Arc::new(Http1Pool::new(&url, test_tls(), 4).unwrap());
         Http1Pool::start_reaper(&pool, &tokio::runtime::Handle::current());
         pool.send("GET", "/", &[], b"", true).await.unwrap();
         assert_eq!(pool.idle.lock().len(), 1);
@@ -841,7 +810,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = reqwest::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
         drop(listener);
-        let pool = Http1Pool::new(&url, None, 4).unwrap();
+        let pool = Http1Pool::new(&url, test_tls(), 4).unwrap();
         assert!(matches!(pool.send("GET", "/", &[], b"", true).await, Err(SendError::Connect(_))));
     }
 }

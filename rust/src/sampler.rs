@@ -3,16 +3,15 @@
 
 use crate::decode::{self, PollOutcome};
 use crate::engine::{Engine, HttpPool, Metrics};
-use crate::http1::{self, Http1Pool};
 use crate::hub::{Completion, Hub, SampleOutput, SampleStats};
 use crate::poll_schedule::PollSchedule;
 use crate::request_body::{self, SamplingDefaults, Stop};
 use crate::retry::{self, RetryPolicy};
-use crate::sample_error::{describe_transport_error, ErrorKind, SampleError};
+use crate::sample_error::{ErrorKind, SampleError};
+use crate::transport::{self, Headers};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -41,9 +40,8 @@ pub struct SamplerConfig {
 
 pub struct Sampler {
     pub config: SamplerConfig,
-    auth_headers: HeaderMap,
-    /// The same headers pre-rendered for the `http1` client (CRLF-terminated lines).
-    http1_headers: Vec<u8>,
+    /// Content type and authorization, rendered once.
+    headers: Headers,
     /// Parsed once: reqwest would otherwise re-parse (and IDNA-check) the URL per request.
     create_url: reqwest::Url,
     responses_url: reqwest::Url,
@@ -51,25 +49,14 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(config: SamplerConfig) -> Result<Sampler, String> {
-        let mut auth_headers = HeaderMap::new();
-        auth_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let mut http1_headers = b"content-type: application/json\r\n".to_vec();
-        if let Some(key) = &config.api_key {
-            let mut v = HeaderValue::from_str(&format!("Bearer {key}"))
-                .map_err(|_| "api_key: expected printable ASCII".to_string())?;
-            v.set_sensitive(true);
-            http1_headers.extend_from_slice(b"authorization: ");
-            http1_headers.extend_from_slice(v.as_bytes());
-            http1_headers.extend_from_slice(b"\r\n");
-            auth_headers.insert(AUTHORIZATION, v);
-        }
+        let headers = Headers::new(config.api_key.as_deref())?;
         let base = config.base_url.trim_end_matches('/').to_string();
         let (create_url, responses_url) = match config.protocol {
             Protocol::Responses => (format!("{base}/v1/responses"), format!("{base}/v1/responses/")),
             Protocol::Completions => (format!("{base}/completions"), format!("{base}/")),
         };
         let parse = |u: &str| reqwest::Url::parse(u).map_err(|_| "base_url: expected an http(s) URL".to_string());
-        Ok(Sampler { create_url: parse(&create_url)?, responses_url: parse(&responses_url)?, config, auth_headers, http1_headers })
+        Ok(Sampler { create_url: parse(&create_url)?, responses_url: parse(&responses_url)?, config, headers })
     }
 
     /// `{base}/v1/responses/{id}` plus `suffix` path segments, without re-parsing the base.
@@ -189,31 +176,35 @@ impl Ctx {
         }
     }
 
-    /// One HTTP attempt, bounded by the attempt timeout and the sample deadline.
-    async fn attempt(&mut self, method: reqwest::Method, url: &reqwest::Url, body: Option<Bytes>, idem_key: Option<&str>) -> Result<Bytes, AttemptFailure> {
-        // poll_timeout covers queueing for a connection slot too.
-        let permit = self.pool.permits.acquire();
-        let _permit = match self.deadline() {
-            None => permit.await,
-            Some(deadline) => match tokio::time::timeout_at(deadline.into(), permit).await {
-                Ok(permit) => permit,
-                Err(_) => {
-                    let message = "no connection slot became free before the sample deadline (max_connections reached)".to_string();
-                    return Err(AttemptFailure::Transport { timeout: true, message });
-                }
-            },
-        }
-        .expect("the semaphore is never closed");
+    /// One HTTP attempt, bounded by the attempt timeout and the sample deadline (which also
+    /// bounds the wait for a connection slot: poll_timeout covers queueing).
+    async fn attempt(&mut self, method: reqwest::Method, url: &reqwest::Url, body: Option<Bytes>, idem_key: Option<&str>, may_resend: bool) -> Result<Bytes, AttemptFailure> {
         let mut timeout = self.sampler.config.attempt_timeout.unwrap_or(Duration::from_secs(600));
         if let Some(rem) = self.remaining() {
             timeout = timeout.min(rem.max(Duration::from_millis(1)));
         }
         self.stats.http_requests += 1;
         Metrics::add(&self.engine.metrics.http_requests, 1);
-        let answer = match &self.pool.http1 {
-            Some(http1) => self.send_http1(http1, &method, url, body.as_deref(), idem_key, timeout).await?,
-            None => self.send_reqwest(method, url, body, idem_key, timeout).await?,
+        let request = transport::Request {
+            method,
+            url,
+            body,
+            headers: &self.sampler.headers,
+            idempotency_key: idem_key,
+            may_resend,
+            timeout,
+            deadline: self.deadline(),
         };
+        let answer = self.pool.send(request).await.map_err(|e| match e {
+            transport::SendError::NoSlot => AttemptFailure::Transport {
+                timeout: true,
+                message: "no connection slot became free before the sample deadline (max_connections reached)".into(),
+            },
+            transport::SendError::Connect(m) => AttemptFailure::Connect(m),
+            transport::SendError::Certificate(m) => AttemptFailure::Tls(m),
+            transport::SendError::Transport { timeout, message } => AttemptFailure::Transport { timeout, message },
+            transport::SendError::Protocol(m) => AttemptFailure::Protocol(m),
+        })?;
         let status = answer.status;
         if (200..300).contains(&status) {
             return Ok(answer.body);
@@ -221,68 +212,6 @@ impl Ctx {
         let (code, message) = decode::decode_error_body(&answer.body);
         let retry_after = retry::parse_retry_after(answer.retry_after_ms.as_deref(), answer.retry_after.as_deref(), SystemTime::now());
         Err(AttemptFailure::Status { status, code, message, retry_after, should_retry: answer.should_retry })
-    }
-
-    async fn send_http1(
-        &self,
-        http1: &Http1Pool,
-        method: &reqwest::Method,
-        url: &reqwest::Url,
-        body: Option<&[u8]>,
-        idem_key: Option<&str>,
-        timeout: Duration,
-    ) -> Result<http1::Response, AttemptFailure> {
-        let target = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_string(),
-        };
-        let key_line = idem_key.map(|k| format!("idempotency-key: {k}\r\n")).unwrap_or_default();
-        let headers = [self.sampler.http1_headers.as_slice(), key_line.as_bytes()];
-        // Polls are reads, and a keyed create replays the same sample: both may be resent
-        // on a fresh connection if a pooled one turns out closed.
-        let safe_to_resend = *method == reqwest::Method::GET || idem_key.is_some();
-        let sent = http1.send(method.as_str(), &target, &headers, body.unwrap_or_default(), safe_to_resend);
-        match tokio::time::timeout(timeout, Box::pin(sent)).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(http1::SendError::Connect(m))) => Err(AttemptFailure::Connect(m)),
-            Ok(Err(http1::SendError::Certificate(m))) => Err(AttemptFailure::Tls(m)),
-            Ok(Err(http1::SendError::Transport(m))) => Err(AttemptFailure::Transport { timeout: false, message: m }),
-            Ok(Err(http1::SendError::Protocol(m) | http1::SendError::InvalidRequest(m))) => Err(AttemptFailure::Protocol(m)),
-            Err(_) => Err(AttemptFailure::Transport { timeout: true, message: format!("timed out after {:.1} s", timeout.as_secs_f64()) }),
-        }
-    }
-
-    /// The reqwest path (a proxy is configured), with the same outcome shape.
-    async fn send_reqwest(
-        &self,
-        method: reqwest::Method,
-        url: &reqwest::Url,
-        body: Option<Bytes>,
-        idem_key: Option<&str>,
-        timeout: Duration,
-    ) -> Result<http1::Response, AttemptFailure> {
-        let mut req = self.pool.client.request(method, url.clone()).headers(self.sampler.auth_headers.clone()).timeout(timeout);
-        if let Some(key) = idem_key {
-            req = req.header("Idempotency-Key", key);
-        }
-        if let Some(b) = body {
-            req = req.body(b);
-        }
-        // Boxed so the sample's own future stays small while thousands of them wait.
-        let resp = match Box::pin(req.send()).await {
-            Ok(r) => r,
-            Err(e) if e.is_connect() && is_certificate_error(&e) => return Err(AttemptFailure::Tls(describe_transport_error(&e))),
-            Err(e) if e.is_connect() => return Err(AttemptFailure::Connect(describe_transport_error(&e))),
-            Err(e) => return Err(AttemptFailure::Transport { timeout: e.is_timeout(), message: describe_transport_error(&e) }),
-        };
-        let status = resp.status().as_u16();
-        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let (retry_after_ms, retry_after) = (header("retry-after-ms"), header("retry-after"));
-        let should_retry = header("x-should-retry").as_deref().and_then(retry::parse_should_retry);
-        match Box::pin(resp.bytes()).await {
-            Ok(body) => Ok(http1::Response { status, retry_after_ms, retry_after, should_retry, body }),
-            Err(e) => Err(AttemptFailure::Transport { timeout: e.is_timeout(), message: describe_transport_error(&e) }),
-        }
     }
 
     /// Attempts with retries. `reached_server_retry` says whether failures that may have
@@ -300,7 +229,10 @@ impl Ctx {
         let policy = self.sampler.config.retry;
         let mut retry = 0u32;
         loop {
-            let failure = match self.attempt(method.clone(), url, body.clone(), idem_key).await {
+            // Polls are reads, and a keyed create replays the same sample: both may be resent
+            // on a fresh connection if a pooled one turns out closed.
+            let may_resend = method == reqwest::Method::GET || idem_key.is_some();
+            let failure = match self.attempt(method.clone(), url, body.clone(), idem_key, may_resend).await {
                 Ok(bytes) => return Ok(bytes),
                 Err(f) => f,
             };
@@ -422,17 +354,24 @@ impl Ctx {
         }
         let url = self.sampler.response_url(id, Some("cancel"));
         let pool = self.pool.clone();
-        let headers = self.sampler.auth_headers.clone();
+        let sampler = self.sampler.clone();
         let engine = self.engine;
         engine.handle.spawn(async move {
             for attempt in 0..retry::CANCEL_ATTEMPTS {
-                // The connection slot is held for the request only, never through the backoff.
-                let status = {
-                    let _permit = pool.permits.acquire().await.expect("the semaphore is never closed");
-                    Metrics::add(&engine.metrics.http_requests, 1);
-                    let sent = pool.client.post(url.clone()).headers(headers.clone()).body("{}").timeout(Duration::from_secs(10)).send().await;
-                    sent.ok().map(|r| r.status().as_u16())
+                Metrics::add(&engine.metrics.http_requests, 1);
+                // The transport holds a connection slot for the request only, never through
+                // the backoff below.
+                let request = transport::Request {
+                    method: reqwest::Method::POST,
+                    url: &url,
+                    body: Some(Bytes::from_static(b"{}")),
+                    headers: &sampler.headers,
+                    idempotency_key: None,
+                    may_resend: true, // cancelling twice is harmless
+                    timeout: CANCEL_TIMEOUT,
+                    deadline: None,
                 };
+                let status = pool.send(request).await.ok().map(|r| r.status);
                 if retry::cancel_settled(status) {
                     Metrics::add(&engine.metrics.cancels_sent, 1);
                     return;
@@ -487,18 +426,8 @@ fn classify(what: &str, failure: AttemptFailure, may_resend: bool) -> (bool, Opt
     (retry::is_retryable(class, may_resend), hint, err)
 }
 
-/// rustls reports an untrusted or invalid server certificate somewhere in the source chain.
-fn is_certificate_error(err: &reqwest::Error) -> bool {
-    let mut source = std::error::Error::source(err);
-    while let Some(s) = source {
-        let text = s.to_string().to_ascii_lowercase();
-        if text.contains("certificate") || text.contains("unknownissuer") {
-            return true;
-        }
-        source = s.source();
-    }
-    false
-}
+/// Each server-side cancel attempt gets this long.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn cancelled_error(id: Option<&str>) -> SampleError {
     SampleError::new(ErrorKind::Cancelled, "the sample was cancelled by the caller").with_response_id(id)
@@ -580,7 +509,7 @@ mod tests {
         config.api_key = Some("bad\nkey".into());
         assert!(Sampler::new(config).is_err());
         let s = sampler("http://127.0.0.1:9");
-        assert_eq!(s.http1_headers, b"content-type: application/json\r\nauthorization: Bearer sk-test\r\n");
+        assert_eq!(s.headers.lines(), b"content-type: application/json\r\nauthorization: Bearer sk-test\r\n");
     }
 
     #[test]
