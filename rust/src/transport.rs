@@ -87,7 +87,7 @@ pub struct Request<'a> {
     pub idempotency_key: Option<&'a str>,
     /// Bounds the exchange once a connection slot is held.
     pub timeout: Duration,
-    /// Bounds the wait for a connection slot (the sample deadline), if any.
+    /// Bounds the wait for a connection slot and the exchange (the sample deadline), if any.
     pub deadline: Option<Instant>,
 }
 
@@ -140,7 +140,11 @@ impl Transport {
             Some(deadline) => tokio::time::timeout_at(deadline.into(), permit).await.map_err(|_| SendError::NoSlot)?,
         }
         .expect("the semaphore is never closed");
-        let timeout = req.timeout;
+        // The time spent queueing for the slot comes off the deadline.
+        let timeout = match req.deadline {
+            Some(deadline) => req.timeout.min(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))),
+            None => req.timeout,
+        };
         let sent = async {
             match &self.route {
                 Route::Direct(pool) => send_direct(pool, req).await,
