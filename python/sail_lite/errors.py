@@ -31,6 +31,7 @@ __all__ = [
     "SailResponseExpiredError",
     "SailProtocolError",
     "ProtocolError",
+    "SailInternalError",
     "SailEventLoopError",
     "MissingDependencyError",
     "SailUnsupportedError",
@@ -133,6 +134,10 @@ class SailProtocolError(SailError):
 ProtocolError = SailProtocolError
 
 
+class SailInternalError(SailError):
+    """A bug in the sail-lite engine, caught before it could lose the sample. Please report it."""
+
+
 class SailEventLoopError(SailError, RuntimeError):
     """The completer was used from an event loop that is closed or not running."""
 
@@ -158,6 +163,7 @@ _KINDS: dict[str, type[SailError]] = {
     "cancelled": SailResponseCancelledError,
     "expired": SailResponseExpiredError,
     "protocol": SailProtocolError,
+    "internal": SailInternalError,
 }
 
 

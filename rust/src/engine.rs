@@ -1,5 +1,5 @@
-//! The process-wide engine: one small tokio runtime and one pooled HTTP client per
-//! (origin, TLS options), built lazily and rebuilt in a forked child.
+//! The process-wide engine: one small tokio runtime and one `Transport` per
+//! (origin, TLS options, limit), built lazily and rebuilt in a forked child.
 //!
 //! Fork: a child inherits the parent's engine memory but none of its threads. Dropping the
 //! inherited runtime or clients would wait for threads that do not exist (a hang), so the
@@ -11,9 +11,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-use crate::http1::Http1Pool;
-use tokio::sync::Semaphore;
+use crate::transport::Transport;
 
 pub struct Engine {
     pid: u32,
@@ -23,16 +21,8 @@ pub struct Engine {
     pub metrics: Metrics,
 }
 
-/// The clients of one origin plus the bound on its concurrent requests (so 50,000 pending
-/// samples never mean 50,000 sockets). Creates and polls go through the lean `http1` client;
-/// reqwest serves cancels, and everything when a proxy is configured (it honours the proxy
-/// environment variables, which `http1` does not implement).
-#[derive(Clone)]
-pub struct HttpPool {
-    pub client: reqwest::Client,
-    pub http1: Option<Arc<Http1Pool>>,
-    pub permits: Arc<Semaphore>,
-}
+/// The transport of one origin (see `transport`): its pool, TLS, limits and route.
+pub type HttpPool = Arc<Transport>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct HttpClientKey {
@@ -78,10 +68,29 @@ fn worker_threads() -> usize {
 
 const DEFAULT_WORKER_THREADS: usize = 1;
 
+const ENGINE_THREAD_NAME: &str = "sail-lite-engine";
+
+/// A panic on an engine thread is caught where it can happen (`sampler::run` reports it as an
+/// `internal` error on the sample), so the default hook's message and backtrace on stderr
+/// would only be noise, and noise a hostile server could provoke at will. Other threads
+/// (Python's, the emulator's) keep the previous hook.
+fn silence_engine_thread_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() != Some(ENGINE_THREAD_NAME) {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// One worker: a current-thread runtime driven by a dedicated thread, so the HTTP connection
 /// tasks and the sample tasks wake each other without cross-thread hand-offs (measured to
 /// cost less CPU per sample). More workers: tokio's work-stealing scheduler.
 fn start_runtime() -> Result<tokio::runtime::Handle, String> {
+    silence_engine_thread_panics();
     let threads = worker_threads();
     if threads == 1 {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -90,14 +99,14 @@ fn start_runtime() -> Result<tokio::runtime::Handle, String> {
             .map_err(|e| format!("could not start the sail-lite runtime: {e}"))?;
         let handle = rt.handle().clone();
         std::thread::Builder::new()
-            .name("sail-lite-engine".into())
+            .name(ENGINE_THREAD_NAME.into())
             .spawn(move || rt.block_on(std::future::pending::<()>()))
             .map_err(|e| format!("could not start the sail-lite engine thread: {e}"))?;
         return Ok(handle);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
-        .thread_name("sail-lite-engine")
+        .thread_name(ENGINE_THREAD_NAME)
         .enable_all()
         .build()
         .map_err(|e| format!("could not start the sail-lite runtime: {e}"))?;
@@ -137,50 +146,7 @@ impl Engine {
         if let Some(pool) = self.clients.lock().get(key) {
             return Ok(pool.clone());
         }
-        let pool = build_pool(key, &self.handle)?;
+        let pool = Transport::new(key, &self.handle)?;
         Ok(self.clients.lock().entry(key.clone()).or_insert(pool).clone())
     }
-}
-
-fn build_pool(key: &HttpClientKey, runtime: &tokio::runtime::Handle) -> Result<HttpPool, String> {
-    let mut builder = reqwest::Client::builder()
-        // Our APIs never redirect; following one could hand the bearer token to another host.
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(key.max_connections)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(30))
-        .user_agent(concat!("sail-lite/", env!("CARGO_PKG_VERSION")))
-        .https_only(false);
-    let ca_pem = match &key.ca_bundle {
-        Some(path) => Some(std::fs::read(path).map_err(|e| format!("ca_bundle: cannot read the CA bundle file: {e}"))?),
-        None => None,
-    };
-    if let Some(pem) = &ca_pem {
-        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("ca_bundle: not a PEM bundle: {e}"))?;
-        if certs.is_empty() {
-            return Err("ca_bundle: the file holds no PEM certificates".into());
-        }
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    let client = builder.build().map_err(|e| format!("could not build the HTTP client: {e}"))?;
-    let http1 = if proxy_configured() {
-        None
-    } else {
-        let origin = reqwest::Url::parse(&key.origin).map_err(|_| "base_url: expected an http(s) URL".to_string())?;
-        let pool = Arc::new(Http1Pool::new(&origin, ca_pem.as_deref(), key.max_connections)?);
-        Http1Pool::start_reaper(&pool, runtime);
-        Some(pool)
-    };
-    Ok(HttpPool { client, http1, permits: Arc::new(Semaphore::new(key.max_connections)) })
-}
-
-/// Whether the environment names a proxy (then reqwest, which applies it and NO_PROXY, sends
-/// everything).
-fn proxy_configured() -> bool {
-    ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
-        .iter()
-        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
 }

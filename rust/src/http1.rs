@@ -6,13 +6,14 @@
 //! request is one pre-rendered head plus body, written with one call on a pooled connection
 //! the sample task owns for the duration of the exchange, and the answer is parsed in place.
 //!
-//! What it does not do (the reqwest client still serves those cases, see `engine`): proxies,
+//! What it does not do (the reqwest client still serves those cases, see `transport`): proxies,
 //! HTTP/2, redirects (never followed anyway), compression. Timeouts and cancellation belong to
 //! the caller: dropping the future drops the connection, which then never returns to the pool.
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+use crate::transport::{Response, CONNECT_TIMEOUT, IDLE_TIMEOUT};
+use rustls::pki_types::ServerName;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,21 +22,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-/// Idle connections older than this are not reused (servers commonly drop them at 60 s).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const REAP_INTERVAL: Duration = Duration::from_secs(1);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HEAD_BYTES: usize = 64 * 1024;
-const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+pub const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
 const MAX_HEADERS: usize = 64;
-
-/// The answer to one request: what the sampler needs of it.
-pub struct Response {
-    pub status: u16,
-    pub retry_after_ms: Option<String>,
-    pub retry_after: Option<String>,
-    pub body: Bytes,
-}
 
 /// Why a request got no answer. The variants match the sampler's retry classes.
 #[derive(Debug)]
@@ -46,6 +36,11 @@ pub enum SendError {
     Certificate(String),
     /// The connection failed after the request may have been sent.
     Transport(String),
+    /// The server answered, but not in HTTP/1.1 we accept (malformed framing, a body over
+    /// the limit, an unsupported transfer coding): retrying would get the same answer.
+    Protocol(String),
+    /// The request itself cannot be written (CR, LF or NUL in the target or a header).
+    InvalidRequest(String),
 }
 
 /// One origin's connections.
@@ -60,8 +55,8 @@ pub struct Http1Pool {
 }
 
 impl Http1Pool {
-    /// A pool for `url`'s origin (http or https). `ca_bundle`: extra trusted CAs (PEM).
-    pub fn new(url: &reqwest::Url, ca_bundle: Option<&[u8]>, max_idle: usize) -> Result<Http1Pool, String> {
+    /// A pool for `url`'s origin (http or https), trusting the roots `tls` names.
+    pub fn new(url: &reqwest::Url, tls: Arc<rustls::ClientConfig>, max_idle: usize) -> Result<Http1Pool, String> {
         let host = match url.host() {
             Some(url::Host::Domain(d)) => d.to_string(),
             Some(url::Host::Ipv4(a)) => a.to_string(),
@@ -73,7 +68,7 @@ impl Http1Pool {
             "http" => None,
             "https" => {
                 let name = ServerName::try_from(host.clone()).map_err(|_| "base_url: the host is not a valid TLS server name".to_string())?;
-                Some((tls_connector(ca_bundle)?, name))
+                Some((tokio_rustls::TlsConnector::from(tls), name))
             }
             _ => return Err("base_url: expected an http(s) URL".into()),
         };
@@ -91,6 +86,7 @@ impl Http1Pool {
     /// connection turns out to have been closed by the server before it answered (idempotent
     /// or keyed requests).
     pub async fn send(&self, method: &str, target: &str, headers: &[&[u8]], body: &[u8], safe_to_resend: bool) -> Result<Response, SendError> {
+        check_request_head(method, target, headers)?;
         let request = self.render(method, target, headers, body);
         let (mut conn, reused) = match self.checkout() {
             Some(conn) => (conn, true),
@@ -107,13 +103,13 @@ impl Http1Pool {
             // request, but only a request that is safe to send twice is sent again.
             Err(ExchangeError { answered: false, .. }) if reused && safe_to_resend => {
                 let mut fresh = self.connect().await?;
-                let (response, reusable) = fresh.exchange(&request, method == "HEAD").await.map_err(|e| SendError::Transport(e.message))?;
+                let (response, reusable) = fresh.exchange(&request, method == "HEAD").await.map_err(ExchangeError::into_send_error)?;
                 if reusable {
                     self.checkin(fresh);
                 }
                 Ok(response)
             }
-            Err(e) => Err(SendError::Transport(e.message)),
+            Err(e) => Err(e.into_send_error()),
         }
     }
 
@@ -193,38 +189,13 @@ impl Http1Pool {
     }
 }
 
-fn tls_connector(ca_bundle: Option<&[u8]>) -> Result<tokio_rustls::TlsConnector, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    // Like reqwest's native-roots mode: the platform's store (honouring SSL_CERT_FILE/DIR),
-    // skipping certificates it cannot parse.
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(pem) = ca_bundle {
-        let mut added = 0;
-        for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| format!("ca_bundle: not a PEM bundle: {e}"))?;
-            roots.add(cert).map_err(|e| format!("ca_bundle: unusable certificate: {e}"))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err("ca_bundle: the file holds no PEM certificates".into());
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("could not configure TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+fn is_certificate_error(e: &io::Error) -> bool {
+    e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).is_some_and(is_certificate_rejection)
 }
 
-fn is_certificate_error(e: &io::Error) -> bool {
-    e.get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented))
+/// The one definition of "the server's certificate was rejected" (both routes use it).
+pub fn is_certificate_rejection(e: &rustls::Error) -> bool {
+    matches!(e, rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
 }
 
 enum Stream {
@@ -280,12 +251,26 @@ struct Conn {
 struct ExchangeError {
     /// Whether any byte of an answer arrived (if not, the server may never have seen the request).
     answered: bool,
+    /// The answer broke the protocol (as opposed to the connection breaking).
+    protocol: bool,
     message: String,
 }
 
 impl ExchangeError {
     fn new(answered: bool, message: impl Into<String>) -> ExchangeError {
-        ExchangeError { answered, message: message.into() }
+        ExchangeError { answered, protocol: false, message: message.into() }
+    }
+
+    fn protocol(message: impl Into<String>) -> ExchangeError {
+        ExchangeError { answered: true, protocol: true, message: message.into() }
+    }
+
+    fn into_send_error(self) -> SendError {
+        if self.protocol {
+            SendError::Protocol(self.message)
+        } else {
+            SendError::Transport(self.message)
+        }
     }
 }
 
@@ -317,9 +302,16 @@ impl Conn {
         } else {
             (self.read_to_end().await?, false)
         };
-        // After a 101 (never asked for) the connection no longer speaks HTTP/1.1.
-        let reusable = framed && head.keep_alive && self.buf.is_empty() && head.status != 101;
-        let response = Response { status: head.status, retry_after_ms: head.retry_after_ms, retry_after: head.retry_after, body };
+        // After a 101 (never asked for) the connection no longer speaks HTTP/1.1. A head with
+        // both content-length and transfer-encoding may be a smuggling attempt: never reuse.
+        let reusable = framed && head.keep_alive && !head.ambiguous_length && self.buf.is_empty() && head.status != 101;
+        let response = Response {
+            status: head.status,
+            retry_after_ms: head.retry_after_ms,
+            retry_after: head.retry_after,
+            should_retry: head.should_retry,
+            body,
+        };
         Ok((response, reusable))
     }
 
@@ -337,28 +329,34 @@ impl Conn {
     }
 
     async fn read_head(&mut self) -> Result<Head, ExchangeError> {
+        // After an interim answer the server has surely seen the request: never resend it.
+        let mut interim_seen = false;
         loop {
             if !self.buf.is_empty() {
-                if let Some((head, consumed)) = parse_head(&self.buf).map_err(|m| ExchangeError::new(true, m))? {
+                if let Some((head, consumed)) = parse_head(&self.buf).map_err(ExchangeError::protocol)? {
                     self.buf.drain(..consumed);
                     // Interim answers (100 Continue, 103 Early Hints) precede the real one.
                     // 101 would switch protocols, which we never ask for: it stays final.
                     if (100..200).contains(&head.status) && head.status != 101 {
+                        interim_seen = true;
                         continue;
                     }
                     return Ok(head);
                 }
                 if self.buf.len() > MAX_HEAD_BYTES {
-                    return Err(ExchangeError::new(true, "the response head is larger than 64 KiB"));
+                    return Err(ExchangeError::protocol("the response head is larger than 64 KiB"));
                 }
             }
-            self.fill("response head").await?;
+            if let Err(mut e) = self.fill("response head").await {
+                e.answered |= interim_seen;
+                return Err(e);
+            }
         }
     }
 
     async fn read_exact_body(&mut self, len: usize) -> Result<Bytes, ExchangeError> {
         if len > MAX_BODY_BYTES {
-            return Err(ExchangeError::new(true, format!("the response body ({len} bytes) is larger than 256 MiB")));
+            return Err(ExchangeError::protocol(format!("the response body ({len} bytes) is larger than 256 MiB")));
         }
         while self.buf.len() < len {
             self.fill("response body").await?;
@@ -371,7 +369,7 @@ impl Conn {
     async fn read_to_end(&mut self) -> Result<Bytes, ExchangeError> {
         loop {
             if self.buf.len() > MAX_BODY_BYTES {
-                return Err(ExchangeError::new(true, "the response body is larger than 256 MiB"));
+                return Err(ExchangeError::protocol("the response body is larger than 256 MiB"));
             }
             match self.stream.read_buf(&mut self.buf).await {
                 Ok(0) => return Ok(Bytes::from(std::mem::take(&mut self.buf))),
@@ -385,24 +383,14 @@ impl Conn {
         let mut body = Vec::new();
         let mut pos = 0; // parse position in `buf`
         loop {
-            match parse_chunk(&self.buf[pos..]).map_err(|m| ExchangeError::new(true, m))? {
+            match next_chunk(&self.buf, pos, body.len()).map_err(ExchangeError::protocol)? {
                 ChunkStep::NeedMore => self.fill("response body").await?,
-                ChunkStep::Data { header, len } => {
-                    if body.len() + len > MAX_BODY_BYTES {
-                        return Err(ExchangeError::new(true, "the response body is larger than 256 MiB"));
-                    }
-                    while self.buf.len() < pos + header + len + 2 {
-                        self.fill("response body").await?;
-                    }
-                    let data = &self.buf[pos + header..pos + header + len];
-                    if &self.buf[pos + header + len..pos + header + len + 2] != b"\r\n" {
-                        return Err(ExchangeError::new(true, "malformed chunked body (a chunk does not end in CRLF)"));
-                    }
-                    body.extend_from_slice(data);
-                    pos += header + len + 2;
+                ChunkStep::Data { start, end } => {
+                    body.extend_from_slice(&self.buf[start..end]);
+                    pos = end + 2;
                 }
                 ChunkStep::End { consumed } => {
-                    self.buf.drain(..pos + consumed);
+                    self.buf.drain(..consumed);
                     return Ok(Bytes::from(body));
                 }
             }
@@ -419,6 +407,10 @@ struct Head {
     keep_alive: bool,
     retry_after_ms: Option<String>,
     retry_after: Option<String>,
+    should_retry: Option<bool>,
+    /// Both content-length and transfer-encoding were sent: the body is read as chunked, but
+    /// the connection is not reused.
+    ambiguous_length: bool,
 }
 
 /// Parse a response head; `None` if incomplete, else the head and the bytes it used.
@@ -439,7 +431,10 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
         keep_alive: response.version == Some(1),
         retry_after_ms: None,
         retry_after: None,
+        should_retry: None,
+        ambiguous_length: false,
     };
+    let mut transfer_encoding = false;
     for h in response.headers.iter() {
         let value = || String::from_utf8_lossy(h.value).trim().to_string();
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -449,7 +444,16 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
             }
             head.content_length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            head.chunked = value().to_ascii_lowercase().split(',').any(|t| t.trim() == "chunked");
+            // Only `chunked` alone is accepted: we never ask for compression, and a coding we
+            // cannot undo would hand the decoder bytes it cannot read.
+            let codings = value().to_ascii_lowercase();
+            for coding in codings.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                if coding != "chunked" || head.chunked {
+                    return Err(format!("unsupported transfer-encoding {codings:?} (only chunked is accepted)"));
+                }
+                head.chunked = true;
+            }
+            transfer_encoding = true;
         } else if h.name.eq_ignore_ascii_case("connection") {
             let v = value().to_ascii_lowercase();
             if v.split(',').any(|t| t.trim() == "close") {
@@ -461,11 +465,18 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
             head.retry_after_ms = Some(value());
         } else if h.name.eq_ignore_ascii_case("retry-after") {
             head.retry_after = Some(value());
+        } else if h.name.eq_ignore_ascii_case("x-should-retry") {
+            head.should_retry = crate::retry::parse_should_retry(&value());
         }
     }
-    if head.chunked {
-        // RFC 9112: chunked framing wins over any content-length.
+    if transfer_encoding && !head.chunked {
+        return Err("empty transfer-encoding header".into());
+    }
+    if head.chunked && head.content_length.is_some() {
+        // RFC 9112 6.3: chunked framing wins over content-length, and the connection is
+        // closed afterwards.
         head.content_length = None;
+        head.ambiguous_length = true;
     }
     Ok(Some((head, consumed)))
 }
@@ -473,32 +484,85 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
 #[derive(Debug, PartialEq)]
 enum ChunkStep {
     NeedMore,
-    /// A chunk of `len` data bytes after a `header`-byte size line.
-    Data { header: usize, len: usize },
-    /// The last chunk and trailers, `consumed` bytes in all.
+    /// A chunk's data is `buf[start..end]`, followed by CRLF (checked).
+    Data { start: usize, end: usize },
+    /// The last chunk and trailers end at `consumed`.
     End { consumed: usize },
 }
 
-fn parse_chunk(buf: &[u8]) -> Result<ChunkStep, String> {
-    let Some(line_end) = find_crlf(buf) else {
-        return if buf.len() > 1024 { Err("malformed chunked body (chunk size line too long)".into()) } else { Ok(ChunkStep::NeedMore) };
+/// The chunk size lines we accept: 1-15 hex digits (a 256 MiB body needs 8), then optional
+/// extensions. Longer sizes could overflow, so they are refused before any arithmetic.
+const MAX_CHUNK_SIZE_DIGITS: usize = 15;
+const MAX_CHUNK_LINE: usize = 1024;
+
+/// The next step of decoding a chunked body in `buf` from `pos`, when `decoded` body bytes
+/// are already out. Pure and total: every index is checked, so no input can panic.
+fn next_chunk(buf: &[u8], pos: usize, decoded: usize) -> Result<ChunkStep, String> {
+    let rest = buf.get(pos..).ok_or("malformed chunked body (position past the end)")?;
+    let Some(line_end) = find_crlf(rest) else {
+        return if rest.len() > MAX_CHUNK_LINE { Err("malformed chunked body (chunk size line too long)".into()) } else { Ok(ChunkStep::NeedMore) };
     };
-    let line = std::str::from_utf8(&buf[..line_end]).map_err(|_| "malformed chunked body (chunk size)")?;
-    let size = line.split(';').next().unwrap_or("").trim();
-    let len = usize::from_str_radix(size, 16).map_err(|_| format!("malformed chunked body (chunk size {size:?})"))?;
-    let header = line_end + 2;
-    if len > 0 {
-        return Ok(ChunkStep::Data { header, len });
-    }
-    // Last chunk: skip trailer lines up to the empty line.
-    let mut pos = header;
-    loop {
-        let Some(end) = find_crlf(&buf[pos..]) else { return Ok(ChunkStep::NeedMore) };
-        pos += end + 2;
-        if end == 0 {
-            return Ok(ChunkStep::End { consumed: pos });
+    let len = parse_chunk_size(&rest[..line_end])?;
+    let header = pos + line_end + 2;
+    if len == 0 {
+        // Last chunk: skip trailer lines up to the empty line.
+        let mut at = header;
+        loop {
+            let tail = &buf[at.min(buf.len())..];
+            let Some(end) = find_crlf(tail) else {
+                return if tail.len() > MAX_HEAD_BYTES { Err("malformed chunked body (trailers too long)".into()) } else { Ok(ChunkStep::NeedMore) };
+            };
+            at += end + 2;
+            if end == 0 {
+                return Ok(ChunkStep::End { consumed: at });
+            }
         }
     }
+    if decoded.saturating_add(len) > MAX_BODY_BYTES {
+        return Err("the response body is larger than 256 MiB".into());
+    }
+    // len <= 256 MiB and header <= buf.len(), so these sums cannot overflow.
+    let end = header + len;
+    if buf.len() < end + 2 {
+        return Ok(ChunkStep::NeedMore);
+    }
+    if &buf[end..end + 2] != b"\r\n" {
+        return Err("malformed chunked body (a chunk does not end in CRLF)".into());
+    }
+    Ok(ChunkStep::Data { start: header, end })
+}
+
+/// `1a` or `1A;ext=1`: strictly hex digits (no sign, no spaces inside), then extensions.
+fn parse_chunk_size(line: &[u8]) -> Result<usize, String> {
+    let digits = line.split(|&b| b == b';').next().unwrap_or_default();
+    let digits = digits.trim_ascii();
+    let shown = || String::from_utf8_lossy(&digits[..digits.len().min(32)]).into_owned();
+    if digits.is_empty() || digits.len() > MAX_CHUNK_SIZE_DIGITS || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return Err(format!("malformed chunked body (chunk size {:?})", shown()));
+    }
+    digits.iter().try_fold(0usize, |n, &d| {
+        let v = (d as char).to_digit(16).unwrap_or(0) as usize;
+        n.checked_mul(16).and_then(|n| n.checked_add(v)).ok_or_else(|| format!("malformed chunked body (chunk size {:?})", shown()))
+    })
+}
+
+/// A request head must not carry CR, LF or NUL anywhere but its line ends: one in a target or
+/// header value would let a caller-supplied string inject headers.
+fn check_request_head(method: &str, target: &str, headers: &[&[u8]]) -> Result<(), SendError> {
+    let bad = |b: &u8| matches!(b, b'\r' | b'\n' | 0);
+    if method.bytes().any(|b| bad(&b) || b == b' ') || target.bytes().any(|b| bad(&b) || b == b' ') {
+        return Err(SendError::InvalidRequest("the request target contains a space, CR, LF or NUL".into()));
+    }
+    for block in headers {
+        // Each block is whole lines ending in CRLF: nothing but those line ends may be CR/LF.
+        for line in block.split_inclusive(|&b| b == b'\n') {
+            let body = line.strip_suffix(b"\r\n").unwrap_or(line);
+            if body.iter().any(bad) {
+                return Err(SendError::InvalidRequest("a request header contains CR, LF or NUL".into()));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn find_crlf(buf: &[u8]) -> Option<usize> {
@@ -508,6 +572,13 @@ fn find_crlf(buf: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
+
+    fn test_tls() -> Arc<rustls::ClientConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let roots = rustls::RootCertStore::empty();
+        Arc::new(rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots).with_no_client_auth())
+    }
 
     #[test]
     fn parses_a_keep_alive_head() {
@@ -540,20 +611,120 @@ mod tests {
     }
 
     #[test]
-    fn chunked_wins_over_content_length() {
-        let (h, _) = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").unwrap().unwrap();
-        assert!(h.chunked);
+    fn chunked_wins_over_content_length_but_the_connection_is_not_reused() {
+        let (h, _) = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap().unwrap();
+        assert!(h.chunked && h.ambiguous_length);
         assert_eq!(h.content_length, None);
     }
 
     #[test]
+    fn transfer_codings_other_than_chunked_are_refused() {
+        for te in ["gzip, chunked", "gzip", "chunked, chunked", "identity", ""] {
+            let raw = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n");
+            assert!(parse_head(raw.as_bytes()).is_err(), "{te:?}");
+        }
+    }
+
+    #[test]
+    fn should_retry_header() {
+        let (h, _) = parse_head(b"HTTP/1.1 503 X\r\nx-should-retry: false\r\nContent-Length: 0\r\n\r\n").unwrap().unwrap();
+        assert_eq!(h.should_retry, Some(false));
+        let (h, _) = parse_head(b"HTTP/1.1 400 X\r\nX-Should-Retry: true\r\nContent-Length: 0\r\n\r\n").unwrap().unwrap();
+        assert_eq!(h.should_retry, Some(true));
+    }
+
+    #[test]
     fn chunk_steps() {
-        assert_eq!(parse_chunk(b"1a").unwrap(), ChunkStep::NeedMore);
-        assert_eq!(parse_chunk(b"1A;ext=1\r\nabc").unwrap(), ChunkStep::Data { header: 10, len: 26 });
-        assert_eq!(parse_chunk(b"0\r\n").unwrap(), ChunkStep::NeedMore);
-        assert_eq!(parse_chunk(b"0\r\n\r\nNEXT").unwrap(), ChunkStep::End { consumed: 5 });
-        assert_eq!(parse_chunk(b"0\r\nX-Trailer: 1\r\n\r\n").unwrap(), ChunkStep::End { consumed: 19 });
-        assert!(parse_chunk(b"zz\r\n").is_err());
+        assert_eq!(next_chunk(b"1a", 0, 0).unwrap(), ChunkStep::NeedMore);
+        assert_eq!(next_chunk(b"1A;ext=1\r\nabc", 0, 0).unwrap(), ChunkStep::NeedMore);
+        assert_eq!(next_chunk(b"3;ext=1\r\nabc\r\n", 0, 0).unwrap(), ChunkStep::Data { start: 9, end: 12 });
+        assert_eq!(next_chunk(b"xx3\r\nabc\r\n", 2, 0).unwrap(), ChunkStep::Data { start: 5, end: 8 });
+        assert_eq!(next_chunk(b"0\r\n", 0, 0).unwrap(), ChunkStep::NeedMore);
+        assert_eq!(next_chunk(b"0\r\n\r\nNEXT", 0, 0).unwrap(), ChunkStep::End { consumed: 5 });
+        assert_eq!(next_chunk(b"0\r\nX-Trailer: 1\r\n\r\n", 0, 0).unwrap(), ChunkStep::End { consumed: 19 });
+        assert!(next_chunk(b"3\r\nabcXY", 0, 0).is_err());
+        for bad in [&b"zz\r\n"[..], b"-1\r\n", b"+1\r\n", b"\r\n", b"1 2\r\n", b"0x10\r\n"] {
+            assert!(next_chunk(bad, 0, 0).is_err(), "{bad:?}");
+        }
+    }
+
+    /// Regression: `1\r\nx\r\nffffffffffffffff\r\nAB` overflowed `header + len` and panicked.
+    #[test]
+    fn huge_chunk_sizes_are_errors_not_panics() {
+        let raw = b"1\r\nx\r\nffffffffffffffff\r\nAB";
+        let ChunkStep::Data { end, .. } = next_chunk(raw, 0, 0).unwrap() else { panic!("first chunk") };
+        assert!(next_chunk(raw, end + 2, 1).unwrap_err().contains("chunk size"));
+        assert!(next_chunk(b"10000001\r\n", 0, 0).unwrap_err().contains("256 MiB"));
+        assert!(next_chunk(b"10\r\n", 0, MAX_BODY_BYTES - 1).unwrap_err().contains("256 MiB"));
+    }
+
+    #[test]
+    fn request_heads_with_cr_lf_or_nul_are_refused() {
+        assert!(check_request_head("GET", "/v1/responses/abc", &[b"a: b\r\nc: d\r\n"]).is_ok());
+        assert!(check_request_head("GET", "/v1/x\r\nevil: 1", &[]).is_err());
+        assert!(check_request_head("GET", "/v1/x\0", &[]).is_err());
+        assert!(check_request_head("GET", "/a b", &[]).is_err());
+        assert!(check_request_head("GET", "/", &[b"a: b\rc\r\n"]).is_err());
+        assert!(check_request_head("GET", "/", &[b"a: b\nc: d\r\n"]).is_err());
+        assert!(check_request_head("GET", "/", &[b"a: \0\r\n"]).is_err());
+    }
+
+    /// Decode a whole chunked body held in `buf`, as `read_chunked` does, without I/O.
+    fn decode_chunked(buf: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        let (mut pos, mut body) = (0, Vec::new());
+        loop {
+            match next_chunk(buf, pos, body.len())? {
+                ChunkStep::NeedMore => return Ok(None),
+                ChunkStep::Data { start, end } => {
+                    assert!(start >= pos && end >= start && end + 2 <= buf.len());
+                    body.extend_from_slice(&buf[start..end]);
+                    pos = end + 2;
+                }
+                ChunkStep::End { consumed } => {
+                    assert!(consumed <= buf.len());
+                    return Ok(Some(body));
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Fuzz-style: no byte string makes the response parser panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            if let Ok(Some((head, used))) = parse_head(&raw) {
+                proptest::prop_assert!(used <= raw.len());
+                let _ = head;
+            }
+            let _ = decode_chunked(&raw);
+            for pos in [0, 1, raw.len(), raw.len() + 1] {
+                let _ = next_chunk(&raw, pos, 0);
+            }
+        }
+
+        /// Bytes that look like chunked framing (hex-ish sizes, CRLFs) never panic either, and
+        /// a well-formed encoding always decodes back to its data.
+        #[test]
+        fn chunk_like_bytes_never_panic(
+            parts in proptest::collection::vec(proptest::prop_oneof![
+                proptest::prelude::Just(b"\r\n".to_vec()),
+                "[0-9a-fA-F]{1,20}".prop_map(|s| s.into_bytes()),
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8),
+            ], 0..16),
+            chunks in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 1..40), 0..6),
+        ) {
+            let _ = decode_chunked(&parts.concat());
+            let mut wire = Vec::new();
+            for c in &chunks {
+                wire.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                wire.extend_from_slice(c);
+                wire.extend_from_slice(b"\r\n");
+            }
+            wire.extend_from_slice(b"0\r\n\r\n");
+            proptest::prop_assert_eq!(decode_chunked(&wire).unwrap(), Some(chunks.concat()));
+        }
     }
 
     /// A loopback server answering each connection with the given raw bytes per request.
@@ -597,7 +768,7 @@ mod tests {
             b"HTTP/1.1 503 Busy\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n",
         ])
         .await;
-        let pool = Http1Pool::new(&url, None, 4).unwrap();
+        let pool = Http1Pool::new(&url, test_tls(), 4).unwrap();
         let a = pool.send("GET", "/a", &[], b"", true).await.unwrap();
         assert_eq!((a.status, &a.body[..]), (200, &b"ok"[..]));
         let b = pool.send("POST", "/b", &[b"content-type: application/json\r\n"], b"{}", true).await.unwrap();
@@ -611,13 +782,13 @@ mod tests {
     async fn a_closed_idle_connection_is_resent_only_when_safe() {
         // First connection answers once, then closes on the next request without answering.
         let (url, _server) = serve(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b"", b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"]).await;
-        let pool = Http1Pool::new(&url, None, 4).unwrap();
+        let pool = Http1Pool::new(&url, test_tls(), 4).unwrap();
         pool.send("GET", "/", &[], b"", true).await.unwrap();
         let again = pool.send("GET", "/", &[], b"", true).await.unwrap();
         assert_eq!(&again.body[..], b"x");
 
         let (url, _server) = serve(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b""]).await;
-        let pool = Http1Pool::new(&url, None, 4).unwrap();
+        let pool = Http1Pool::new(&url, test_tls(), 4).unwrap();
         pool.send("POST", "/", &[], b"{}", false).await.unwrap();
         assert!(matches!(pool.send("POST", "/", &[], b"{}", false).await, Err(SendError::Transport(_))));
     }
@@ -625,7 +796,7 @@ mod tests {
     #[tokio::test]
     async fn the_reaper_closes_connections_the_server_closed() {
         let (url, server) = serve(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]).await;
-        let pool = Arc::new(Http1Pool::new(&url, None, 4).unwrap());
+        let pool = Arc::new(Http1Pool::new(&url, test_tls(), 4).unwrap());
         Http1Pool::start_reaper(&pool, &tokio::runtime::Handle::current());
         pool.send("GET", "/", &[], b"", true).await.unwrap();
         assert_eq!(pool.idle.lock().len(), 1);
@@ -639,7 +810,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = reqwest::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
         drop(listener);
-        let pool = Http1Pool::new(&url, None, 4).unwrap();
+        let pool = Http1Pool::new(&url, test_tls(), 4).unwrap();
         assert!(matches!(pool.send("GET", "/", &[], b"", true).await, Err(SendError::Connect(_))));
     }
 }

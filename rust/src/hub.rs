@@ -44,7 +44,7 @@ pub struct Hub {
 impl Hub {
     pub fn new() -> std::io::Result<Hub> {
         let mut fds = [0 as RawFd; 2];
-        // SAFETY: pipe2 writes two fds into the array we own.
+        // SAFETY: pipe writes two fds into the array we own.
         if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -111,7 +111,9 @@ impl Hub {
     }
 
     /// The loop is gone: cancel everything still running (so the server stops working on it)
-    /// and release the pipe.
+    /// and drop what is queued. The pipe stays open until `Drop`: a task may be inside `push`
+    /// right now, and closing (then the OS reusing) its fd under it would write a byte into
+    /// some unrelated file.
     pub fn close(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
@@ -120,17 +122,18 @@ impl Hub {
             token.cancel();
         }
         self.queue.lock().clear();
-        // SAFETY: we own both fds and close them exactly once (guarded by `closed`).
-        unsafe {
-            libc::close(self.read_fd);
-            libc::close(self.write_fd);
-        }
     }
 }
 
 impl Drop for Hub {
     fn drop(&mut self) {
         self.close();
+        // SAFETY: we own both fds, and `drop` runs once, when no other reference (so no
+        // concurrent `push` or `take`) exists.
+        unsafe {
+            libc::close(self.read_fd);
+            libc::close(self.write_fd);
+        }
     }
 }
 
@@ -196,5 +199,34 @@ mod tests {
         assert!(hub.register(2).is_none());
         hub.push(done(1));
         assert!(hub.take().is_empty());
+    }
+
+    /// The inode behind `fd`, if it is open (other tests may reuse the number once closed).
+    fn inode(fd: RawFd) -> Option<u64> {
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st.st_ino as u64)
+    }
+
+    /// Regression: `close` used to close the pipe while a task could still be in `push`
+    /// (the OS could then hand the fd number to another file). Only `Drop` closes it now.
+    #[test]
+    fn the_pipe_outlives_close_and_is_released_on_drop() {
+        let hub = std::sync::Arc::new(Hub::new().unwrap());
+        let (r, w) = (hub.read_fd(), hub.write_fd);
+        let (ri, wi) = (inode(r), inode(w));
+        assert!(ri.is_some() && wi.is_some());
+        hub.close();
+        assert!(inode(r) == ri && inode(w) == wi, "close() must not release the fds");
+        let pusher = {
+            let hub = hub.clone();
+            std::thread::spawn(move || {
+                for i in 0..1000 {
+                    hub.push(done(i));
+                }
+            })
+        };
+        pusher.join().unwrap();
+        drop(hub);
+        assert!(inode(r) != ri && inode(w) != wi, "drop must release the fds");
     }
 }

@@ -3,16 +3,15 @@
 
 use crate::decode::{self, PollOutcome};
 use crate::engine::{Engine, HttpPool, Metrics};
-use crate::http1::{self, Http1Pool};
 use crate::hub::{Completion, Hub, SampleOutput, SampleStats};
 use crate::poll_schedule::PollSchedule;
 use crate::request_body::{self, SamplingDefaults, Stop};
 use crate::retry::{self, RetryPolicy};
-use crate::sample_error::{describe_transport_error, ErrorKind, SampleError};
+use crate::sample_error::{ErrorKind, SampleError};
+use crate::transport::{self, Headers};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -41,9 +40,8 @@ pub struct SamplerConfig {
 
 pub struct Sampler {
     pub config: SamplerConfig,
-    auth_headers: HeaderMap,
-    /// The same headers pre-rendered for the `http1` client (CRLF-terminated lines).
-    http1_headers: Vec<u8>,
+    /// Content type and authorization, rendered once.
+    headers: Headers,
     /// Parsed once: reqwest would otherwise re-parse (and IDNA-check) the URL per request.
     create_url: reqwest::Url,
     responses_url: reqwest::Url,
@@ -51,28 +49,19 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(config: SamplerConfig) -> Result<Sampler, String> {
-        let mut auth_headers = HeaderMap::new();
-        auth_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let mut http1_headers = b"content-type: application/json\r\n".to_vec();
-        if let Some(key) = &config.api_key {
-            let mut v = HeaderValue::from_str(&format!("Bearer {key}"))
-                .map_err(|_| "api_key: expected printable ASCII".to_string())?;
-            v.set_sensitive(true);
-            http1_headers.extend_from_slice(b"authorization: ");
-            http1_headers.extend_from_slice(v.as_bytes());
-            http1_headers.extend_from_slice(b"\r\n");
-            auth_headers.insert(AUTHORIZATION, v);
-        }
+        let headers = Headers::new(config.api_key.as_deref())?;
         let base = config.base_url.trim_end_matches('/').to_string();
         let (create_url, responses_url) = match config.protocol {
             Protocol::Responses => (format!("{base}/v1/responses"), format!("{base}/v1/responses/")),
             Protocol::Completions => (format!("{base}/completions"), format!("{base}/")),
         };
         let parse = |u: &str| reqwest::Url::parse(u).map_err(|_| "base_url: expected an http(s) URL".to_string());
-        Ok(Sampler { create_url: parse(&create_url)?, responses_url: parse(&responses_url)?, config, auth_headers, http1_headers })
+        Ok(Sampler { create_url: parse(&create_url)?, responses_url: parse(&responses_url)?, config, headers })
     }
 
     /// `{base}/v1/responses/{id}` plus `suffix` path segments, without re-parsing the base.
+    /// `id` must have passed `check_response_id` (the path segment is percent-encoded, but
+    /// `.`/`..` would be taken as dot segments).
     fn response_url(&self, id: &str, suffix: Option<&str>) -> reqwest::Url {
         let mut url = self.responses_url.clone();
         if let Ok(mut segments) = url.path_segments_mut() {
@@ -88,6 +77,19 @@ impl Sampler {
     fn uses_idempotency_key(&self) -> bool {
         self.config.protocol == Protocol::Responses && self.config.completion_window != "asap"
     }
+}
+
+/// A response id we can put in a URL path: not `.` or `..` (dot segments would address the
+/// collection or its parent) and no control characters (which URL handling drops or
+/// alters, so the poll would name another response). Anything else is percent-encoded.
+pub fn check_response_id(id: &str) -> Result<(), String> {
+    if id == "." || id == ".." {
+        return Err(format!("the server named the response {id:?}, which cannot be a URL path segment"));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(format!("the server named the response {id:?}, which contains control characters"));
+    }
+    Ok(())
 }
 
 pub struct SampleJob {
@@ -136,13 +138,15 @@ enum Abort {
 
 /// One failed HTTP attempt, classified for the retry decision.
 enum AttemptFailure {
-    Status { status: u16, code: Option<String>, message: String, retry_after: Option<Duration> },
+    Status { status: u16, code: Option<String>, message: String, retry_after: Option<Duration>, should_retry: Option<bool> },
     /// Never reached the server: always safe to retry.
     Connect(String),
     /// The server's certificate was rejected: retrying cannot help.
     Tls(String),
     /// May have reached the server (timeout, reset mid-request).
     Transport { timeout: bool, message: String },
+    /// The answer broke the protocol (framing, size): retrying would get the same answer.
+    Protocol(String),
 }
 
 impl Ctx {
@@ -172,86 +176,42 @@ impl Ctx {
         }
     }
 
-    /// One HTTP attempt, bounded by the attempt timeout and the sample deadline.
-    async fn attempt(&mut self, method: reqwest::Method, url: &reqwest::Url, body: Option<Bytes>, idem_key: Option<&str>) -> Result<Bytes, AttemptFailure> {
-        let _permit = self.pool.permits.acquire().await.expect("the semaphore is never closed");
+    /// One HTTP attempt, bounded by the attempt timeout and the sample deadline (which also
+    /// bounds the wait for a connection slot: poll_timeout covers queueing).
+    async fn attempt(&mut self, method: reqwest::Method, url: &reqwest::Url, body: Option<Bytes>, idem_key: Option<&str>, may_resend: bool) -> Result<Bytes, AttemptFailure> {
         let mut timeout = self.sampler.config.attempt_timeout.unwrap_or(Duration::from_secs(600));
         if let Some(rem) = self.remaining() {
             timeout = timeout.min(rem.max(Duration::from_millis(1)));
         }
         self.stats.http_requests += 1;
         Metrics::add(&self.engine.metrics.http_requests, 1);
-        let answer = match &self.pool.http1 {
-            Some(http1) => self.send_http1(http1, &method, url, body.as_deref(), idem_key, timeout).await?,
-            None => self.send_reqwest(method, url, body, idem_key, timeout).await?,
+        let request = transport::Request {
+            method,
+            url,
+            body,
+            headers: &self.sampler.headers,
+            idempotency_key: idem_key,
+            may_resend,
+            timeout,
+            deadline: self.deadline(),
         };
+        let answer = self.pool.send(request).await.map_err(|e| match e {
+            transport::SendError::NoSlot => AttemptFailure::Transport {
+                timeout: true,
+                message: "no connection slot became free before the sample deadline (max_connections reached)".into(),
+            },
+            transport::SendError::Connect(m) => AttemptFailure::Connect(m),
+            transport::SendError::Certificate(m) => AttemptFailure::Tls(m),
+            transport::SendError::Transport { timeout, message } => AttemptFailure::Transport { timeout, message },
+            transport::SendError::Protocol(m) => AttemptFailure::Protocol(m),
+        })?;
         let status = answer.status;
         if (200..300).contains(&status) {
             return Ok(answer.body);
         }
         let (code, message) = decode::decode_error_body(&answer.body);
         let retry_after = retry::parse_retry_after(answer.retry_after_ms.as_deref(), answer.retry_after.as_deref(), SystemTime::now());
-        Err(AttemptFailure::Status { status, code, message, retry_after })
-    }
-
-    async fn send_http1(
-        &self,
-        http1: &Http1Pool,
-        method: &reqwest::Method,
-        url: &reqwest::Url,
-        body: Option<&[u8]>,
-        idem_key: Option<&str>,
-        timeout: Duration,
-    ) -> Result<http1::Response, AttemptFailure> {
-        let target = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_string(),
-        };
-        let key_line = idem_key.map(|k| format!("idempotency-key: {k}\r\n")).unwrap_or_default();
-        let headers = [self.sampler.http1_headers.as_slice(), key_line.as_bytes()];
-        // Polls are reads, and a keyed create replays the same sample: both may be resent
-        // on a fresh connection if a pooled one turns out closed.
-        let safe_to_resend = *method == reqwest::Method::GET || idem_key.is_some();
-        let sent = http1.send(method.as_str(), &target, &headers, body.unwrap_or_default(), safe_to_resend);
-        match tokio::time::timeout(timeout, Box::pin(sent)).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(http1::SendError::Connect(m))) => Err(AttemptFailure::Connect(m)),
-            Ok(Err(http1::SendError::Certificate(m))) => Err(AttemptFailure::Tls(m)),
-            Ok(Err(http1::SendError::Transport(m))) => Err(AttemptFailure::Transport { timeout: false, message: m }),
-            Err(_) => Err(AttemptFailure::Transport { timeout: true, message: format!("timed out after {:.1} s", timeout.as_secs_f64()) }),
-        }
-    }
-
-    /// The reqwest path (a proxy is configured), with the same outcome shape.
-    async fn send_reqwest(
-        &self,
-        method: reqwest::Method,
-        url: &reqwest::Url,
-        body: Option<Bytes>,
-        idem_key: Option<&str>,
-        timeout: Duration,
-    ) -> Result<http1::Response, AttemptFailure> {
-        let mut req = self.pool.client.request(method, url.clone()).headers(self.sampler.auth_headers.clone()).timeout(timeout);
-        if let Some(key) = idem_key {
-            req = req.header("Idempotency-Key", key);
-        }
-        if let Some(b) = body {
-            req = req.body(b);
-        }
-        // Boxed so the sample's own future stays small while thousands of them wait.
-        let resp = match Box::pin(req.send()).await {
-            Ok(r) => r,
-            Err(e) if e.is_connect() && is_certificate_error(&e) => return Err(AttemptFailure::Tls(describe_transport_error(&e))),
-            Err(e) if e.is_connect() => return Err(AttemptFailure::Connect(describe_transport_error(&e))),
-            Err(e) => return Err(AttemptFailure::Transport { timeout: e.is_timeout(), message: describe_transport_error(&e) }),
-        };
-        let status = resp.status().as_u16();
-        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let (retry_after_ms, retry_after) = (header("retry-after-ms"), header("retry-after"));
-        match Box::pin(resp.bytes()).await {
-            Ok(body) => Ok(http1::Response { status, retry_after_ms, retry_after, body }),
-            Err(e) => Err(AttemptFailure::Transport { timeout: e.is_timeout(), message: describe_transport_error(&e) }),
-        }
+        Err(AttemptFailure::Status { status, code, message, retry_after, should_retry: answer.should_retry })
     }
 
     /// Attempts with retries. `reached_server_retry` says whether failures that may have
@@ -269,7 +229,10 @@ impl Ctx {
         let policy = self.sampler.config.retry;
         let mut retry = 0u32;
         loop {
-            let failure = match self.attempt(method.clone(), url, body.clone(), idem_key).await {
+            // Polls are reads, and a keyed create replays the same sample: both may be resent
+            // on a fresh connection if a pooled one turns out closed.
+            let may_resend = method == reqwest::Method::GET || idem_key.is_some();
+            let failure = match self.attempt(method.clone(), url, body.clone(), idem_key, may_resend).await {
                 Ok(bytes) => return Ok(bytes),
                 Err(f) => f,
             };
@@ -281,7 +244,7 @@ impl Ctx {
             }
             let delay = policy.delay(retry, hint, self.unit_random());
             // A server hint longer than the time we have left is not slept through.
-            if self.remaining().is_some_and(|rem| delay >= rem) {
+            if !retry::fits_before_deadline(delay, self.remaining()) {
                 let mut e = err;
                 if e.kind == ErrorKind::Timeout || e.kind == ErrorKind::Connection {
                     e.message = format!("{} (sample deadline reached)", e.message);
@@ -311,6 +274,8 @@ impl Ctx {
         // would leave a sample we cannot name (and so cannot cancel) running on the server.
         let created = self.with_retries("create", reqwest::Method::POST, &sampler.create_url, Some(body), key.as_deref(), key.is_some(), None).await?;
         let id = decode::response_id(&created).map_err(|v| SampleError::new(ErrorKind::Protocol, v.0))?;
+        // An id we cannot address can be neither polled nor cancelled.
+        check_response_id(&id).map_err(|m| SampleError::new(ErrorKind::Protocol, m).with_response_id(Some(&id)))?;
         // A server may answer a create with a finished response; no poll needed then.
         let mut outcome = decode::decode_poll(&created, want_logprobs).unwrap_or(PollOutcome::Pending);
         let poll_url = sampler.response_url(&id, None);
@@ -384,22 +349,34 @@ impl Ctx {
 
     /// Best effort: tell the server to stop (and stop billing) a sample nobody waits for.
     fn spawn_server_cancel(&self, id: &str) {
+        if check_response_id(id).is_err() {
+            return;
+        }
         let url = self.sampler.response_url(id, Some("cancel"));
         let pool = self.pool.clone();
-        let headers = self.sampler.auth_headers.clone();
+        let sampler = self.sampler.clone();
         let engine = self.engine;
         engine.handle.spawn(async move {
-            for attempt in 0..3u32 {
-                let _permit = pool.permits.acquire().await.expect("the semaphore is never closed");
+            for attempt in 0..retry::CANCEL_ATTEMPTS {
                 Metrics::add(&engine.metrics.http_requests, 1);
-                let sent = pool.client.post(url.clone()).headers(headers.clone()).body("{}").timeout(Duration::from_secs(10)).send().await;
-                match sent {
-                    Ok(r) if !retry::is_transient_status(r.status().as_u16()) => {
-                        Metrics::add(&engine.metrics.cancels_sent, 1);
-                        return;
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(100 << attempt)).await,
+                // The transport holds a connection slot for the request only, never through
+                // the backoff below.
+                let request = transport::Request {
+                    method: reqwest::Method::POST,
+                    url: &url,
+                    body: Some(Bytes::from_static(b"{}")),
+                    headers: &sampler.headers,
+                    idempotency_key: None,
+                    may_resend: true, // cancelling twice is harmless
+                    timeout: CANCEL_TIMEOUT,
+                    deadline: None,
+                };
+                let status = pool.send(request).await.ok().map(|r| r.status);
+                if retry::cancel_settled(status) {
+                    Metrics::add(&engine.metrics.cancels_sent, 1);
+                    return;
                 }
+                tokio::time::sleep(retry::cancel_backoff(attempt)).await;
             }
         });
     }
@@ -420,44 +397,37 @@ impl Ctx {
     }
 }
 
-/// Decide whether a failed attempt is retried, and build the error reported if not.
-fn classify(what: &str, failure: AttemptFailure, reached_server_retry: bool) -> (bool, Option<Duration>, SampleError) {
-    match failure {
-        AttemptFailure::Connect(msg) => (true, None, SampleError::new(ErrorKind::Connection, format!("{what}: {msg}"))),
+/// Build the error a failed attempt is reported as, and ask the retry policy whether it is
+/// retried (and with which server hint).
+fn classify(what: &str, failure: AttemptFailure, may_resend: bool) -> (bool, Option<Duration>, SampleError) {
+    let (class, hint, err) = match failure {
+        AttemptFailure::Connect(msg) => (retry::Failure::Connect, None, SampleError::new(ErrorKind::Connection, format!("{what}: {msg}"))),
         AttemptFailure::Tls(msg) => (
-            false,
+            retry::Failure::Certificate,
             None,
             SampleError::new(ErrorKind::Connection, format!("{what}: TLS certificate verification failed ({msg}); pass ca_bundle= to trust a private CA")),
         ),
         AttemptFailure::Transport { timeout, message } => {
             let kind = if timeout { ErrorKind::Timeout } else { ErrorKind::Connection };
-            (reached_server_retry, None, SampleError::new(kind, format!("{what}: {message}")))
+            (retry::Failure::Transport, None, SampleError::new(kind, format!("{what}: {message}")))
         }
-        AttemptFailure::Status { status, code, message, retry_after } => {
-            // A 429 is the server refusing the request outright, so even an unkeyed create may retry it.
-            let retryable = retry::is_transient_status(status) && (reached_server_retry || status == 429);
+        AttemptFailure::Protocol(message) => {
+            (retry::Failure::Protocol, None, SampleError::new(ErrorKind::Protocol, format!("{what}: the server's answer is not valid HTTP/1.1: {message}")))
+        }
+        AttemptFailure::Status { status, code, message, retry_after, should_retry } => {
             let shown = if message.is_empty() { String::new() } else { format!(": {message}") };
             let code_part = code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default();
             let mut e = SampleError::new(ErrorKind::Status, format!("{what} failed with HTTP {status}{code_part}{shown}"));
             e.status = Some(status);
             e.code = code;
-            (retryable, retry_after, e)
+            (retry::Failure::Status { status, should_retry }, retry_after, e)
         }
-    }
+    };
+    (retry::is_retryable(class, may_resend), hint, err)
 }
 
-/// rustls reports an untrusted or invalid server certificate somewhere in the source chain.
-fn is_certificate_error(err: &reqwest::Error) -> bool {
-    let mut source = std::error::Error::source(err);
-    while let Some(s) = source {
-        let text = s.to_string().to_ascii_lowercase();
-        if text.contains("certificate") || text.contains("unknownissuer") {
-            return true;
-        }
-        source = s.source();
-    }
-    false
-}
+/// Each server-side cancel attempt gets this long.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn cancelled_error(id: Option<&str>) -> SampleError {
     SampleError::new(ErrorKind::Cancelled, "the sample was cancelled by the caller").with_response_id(id)
@@ -480,4 +450,113 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 /// One key per logical sample, reused on every attempt of its create.
 fn new_idempotency_key() -> String {
     format!("sail-lite-{:032x}", rand::random::<u128>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn sampler(base_url: &str) -> Sampler {
+        Sampler::new(SamplerConfig {
+            protocol: Protocol::Responses,
+            base_url: base_url.into(),
+            api_key: Some("sk-test".into()),
+            defaults: SamplingDefaults { model: "m".into(), temperature: 1.0, top_p: 1.0, request_logprobs: true, metadata: BTreeMap::new() },
+            completion_window: "priority".into(),
+            attempt_timeout: None,
+            sample_timeout: None,
+            retry: RetryPolicy::default(),
+            poll: PollSchedule::for_window("priority"),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn dot_segments_and_control_characters_are_not_response_ids() {
+        for bad in [".", "..", "resp\r\nx", "a\0b", "tab\there", "\u{85}"] {
+            assert!(check_response_id(bad).is_err(), "{bad:?}");
+        }
+        for good in ["resp_1", "...", ".hidden", "a/../b", "a?b", "a b", "ü"] {
+            assert!(check_response_id(good).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn response_ids_stay_one_path_segment() {
+        let s = sampler("http://127.0.0.1:9/api/");
+        assert_eq!(s.response_url("resp_1", None).as_str(), "http://127.0.0.1:9/api/v1/responses/resp_1");
+        assert_eq!(s.response_url("a/../b", Some("cancel")).path(), "/api/v1/responses/a%2F..%2Fb/cancel");
+        let odd = s.response_url("a?b c#d", None);
+        assert_eq!((odd.path(), odd.query()), ("/api/v1/responses/a%3Fb%20c%23d", None));
+        assert_eq!(s.response_url("...", None).path(), "/api/v1/responses/...");
+    }
+
+    #[test]
+    fn only_scheduled_windows_use_idempotency_keys() {
+        let mut s = sampler("http://127.0.0.1:9");
+        assert!(s.uses_idempotency_key());
+        s.config.completion_window = "asap".into();
+        assert!(!s.uses_idempotency_key());
+        s.config.completion_window = "priority".into();
+        s.config.protocol = Protocol::Completions;
+        assert!(!s.uses_idempotency_key());
+    }
+
+    #[test]
+    fn api_keys_must_be_printable_and_are_rendered_once() {
+        let mut config = sampler("http://127.0.0.1:9").config;
+        config.api_key = Some("bad\nkey".into());
+        assert!(Sampler::new(config).is_err());
+        let s = sampler("http://127.0.0.1:9");
+        assert_eq!(s.headers.lines(), b"content-type: application/json\r\nauthorization: Bearer sk-test\r\n");
+    }
+
+    #[test]
+    fn failures_become_typed_errors() {
+        let (retry, _, e) = classify("poll", AttemptFailure::Protocol("bad chunk".into()), true);
+        assert!(!retry);
+        assert_eq!(e.kind, ErrorKind::Protocol);
+        assert!(e.message.contains("bad chunk"));
+        let status = |status, should_retry| AttemptFailure::Status {
+            status,
+            code: Some("busy".into()),
+            message: "try later".into(),
+            retry_after: Some(Duration::from_secs(1)),
+            should_retry,
+        };
+        let (retry, hint, e) = classify("create", status(503, None), true);
+        assert!(retry);
+        assert_eq!(hint, Some(Duration::from_secs(1)));
+        assert_eq!((e.kind, e.status, e.code.as_deref()), (ErrorKind::Status, Some(503), Some("busy")));
+        assert_eq!(e.message, "create failed with HTTP 503 (busy): try later");
+        assert!(!classify("create", status(503, Some(false)), true).0);
+        assert!(!classify("create", status(503, None), false).0, "an unkeyed create is not resent");
+        let (retry, _, e) = classify("poll", AttemptFailure::Transport { timeout: true, message: "timed out".into() }, true);
+        assert!(retry);
+        assert_eq!(e.kind, ErrorKind::Timeout);
+        let (retry, _, e) = classify("poll", AttemptFailure::Tls("unknown issuer".into()), true);
+        assert!(!retry && e.kind == ErrorKind::Connection && e.message.contains("ca_bundle"));
+    }
+
+    #[test]
+    fn terminal_error_messages() {
+        let e = deadline_error(Some(Duration::from_millis(1500)), Some("resp_1"));
+        assert_eq!(e.kind, ErrorKind::Timeout);
+        assert_eq!(e.response_id.as_deref(), Some("resp_1"));
+        assert!(e.message.contains("poll_timeout=1.5s") && e.message.contains("cancel"));
+        let e = cancelled_error(None);
+        assert_eq!((e.kind, e.response_id), (ErrorKind::Cancelled, None));
+        let panic: Box<dyn std::any::Any + Send> = Box::new("boom");
+        assert_eq!(panic_message(&panic), "boom");
+        let panic: Box<dyn std::any::Any + Send> = Box::new(7u8);
+        assert_eq!(panic_message(&panic), "a panic without a message");
+    }
+
+    #[test]
+    fn idempotency_keys_are_fresh() {
+        let (a, b) = (new_idempotency_key(), new_idempotency_key());
+        assert_ne!(a, b);
+        assert!(a.starts_with("sail-lite-") && a.len() == "sail-lite-".len() + 32);
+    }
 }
