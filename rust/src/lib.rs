@@ -9,6 +9,7 @@ pub mod decode;
 pub mod engine;
 pub mod http1;
 pub mod hub;
+pub mod poll_planner;
 pub mod poll_schedule;
 pub mod request_body;
 pub mod retry;
