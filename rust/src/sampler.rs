@@ -5,7 +5,7 @@ use crate::decode::{self, PollOutcome};
 use crate::engine::{Engine, HttpPool, Metrics};
 use crate::http1::{self, Http1Pool};
 use crate::hub::{Completion, Hub, SampleOutput, SampleStats};
-use crate::poll_schedule::PollSchedule;
+use crate::poll_planner::PollPlanner;
 use crate::request_body::{self, SamplingDefaults, Stop};
 use crate::retry::{self, RetryPolicy};
 use crate::sample_error::{describe_transport_error, ErrorKind, SampleError};
@@ -36,7 +36,7 @@ pub struct SamplerConfig {
     pub attempt_timeout: Option<Duration>,
     pub sample_timeout: Option<Duration>,
     pub retry: RetryPolicy,
-    pub poll: PollSchedule,
+    pub poll: PollPlanner,
 }
 
 pub struct Sampler {
@@ -101,7 +101,7 @@ pub struct SampleJob {
 pub async fn run(engine: &'static Engine, pool: HttpPool, sampler: Arc<Sampler>, hub: Arc<Hub>, job: SampleJob, cancel: CancellationToken) {
     Metrics::add(&engine.metrics.samples_started, 1);
     let request_id = job.request_id;
-    let mut ctx = Ctx { engine, pool, sampler, cancel, stats: SampleStats::default(), started: Instant::now() };
+    let mut ctx = Ctx { engine, pool, sampler, cancel, stats: SampleStats::default(), started: Instant::now(), poll_hint: None };
     let work = async {
         match ctx.sampler.config.protocol {
             Protocol::Responses => ctx.run_response(job).await,
@@ -126,6 +126,8 @@ struct Ctx {
     cancel: CancellationToken,
     stats: SampleStats,
     started: Instant,
+    /// A server's Retry-After on the last successful answer (a pending poll): when to look again.
+    poll_hint: Option<Duration>,
 }
 
 /// Why a wait ended early.
@@ -187,6 +189,10 @@ impl Ctx {
         };
         let status = answer.status;
         if (200..300).contains(&status) {
+            self.poll_hint = match (&answer.retry_after_ms, &answer.retry_after) {
+                (None, None) => None,
+                (ms, secs) => retry::parse_retry_after(ms.as_deref(), secs.as_deref(), SystemTime::now()),
+            };
             return Ok(answer.body);
         }
         let (code, message) = decode::decode_error_body(&answer.body);
@@ -309,7 +315,11 @@ impl Ctx {
         let key = sampler.uses_idempotency_key().then(new_idempotency_key);
         // The create attempt itself is not raced against cancellation: abandoning it midway
         // would leave a sample we cannot name (and so cannot cancel) running on the server.
+        Metrics::add(&self.engine.metrics.creates, 1);
         let created = self.with_retries("create", reqwest::Method::POST, &sampler.create_url, Some(body), key.as_deref(), key.is_some(), None).await?;
+        // Service time is measured from here: polls are planned, and completions learned, on it.
+        let created_at = Instant::now();
+        let mut last_pending = Duration::ZERO;
         let id = decode::response_id(&created).map_err(|v| SampleError::new(ErrorKind::Protocol, v.0))?;
         // A server may answer a create with a finished response; no poll needed then.
         let mut outcome = decode::decode_poll(&created, want_logprobs).unwrap_or(PollOutcome::Pending);
@@ -334,7 +344,8 @@ impl Ctx {
                 self.spawn_server_cancel(&id);
                 return Err(cancelled_error(Some(&id)));
             }
-            let delay = sampler.config.poll.next_delay(self.started.elapsed());
+            let poll_at = sampler.config.poll.next_poll(created_at.elapsed(), self.poll_hint.take());
+            let delay = poll_at.saturating_sub(created_at.elapsed());
             match self.sleep(delay).await {
                 Ok(()) => {}
                 Err(abort) => {
@@ -346,6 +357,8 @@ impl Ctx {
                 }
             }
             self.stats.polls += 1;
+            Metrics::add(&self.engine.metrics.polls, 1);
+            let poll_sent = created_at.elapsed();
             let cancel = self.cancel.clone();
             let polled = tokio::select! {
                 r = self.poll_once(&poll_url, &id) => r,
@@ -364,6 +377,14 @@ impl Ctx {
                 }
             };
             outcome = match decode::decode_poll(&bytes, want_logprobs) {
+                Ok(PollOutcome::Pending) => {
+                    last_pending = poll_sent;
+                    PollOutcome::Pending
+                }
+                Ok(PollOutcome::Completed(sample)) => {
+                    sampler.config.poll.observe(last_pending, poll_sent);
+                    PollOutcome::Completed(sample)
+                }
                 Ok(o) => o,
                 Err(v) => {
                     self.spawn_server_cancel(&id);
