@@ -344,16 +344,25 @@ impl Ctx {
                 self.spawn_server_cancel(&id);
                 return Err(cancelled_error(Some(&id)));
             }
-            let poll_at = sampler.config.poll.next_poll(created_at.elapsed(), self.poll_hint.take());
-            let delay = poll_at.saturating_sub(created_at.elapsed());
-            match self.sleep(delay).await {
-                Ok(()) => {}
-                Err(abort) => {
-                    self.spawn_server_cancel(&id);
-                    return Err(match abort {
-                        Abort::Cancelled => cancelled_error(Some(&id)),
-                        Abort::Deadline => deadline_error(sampler.config.sample_timeout, Some(&id)),
-                    });
+            // Plan from the last answer, and re-plan on waking while the wait is long: other
+            // samples' completions may have moved the estimate meanwhile (a cohort finishes together).
+            let (planned_from, hint) = (created_at.elapsed(), self.poll_hint.take());
+            loop {
+                let poll_at = sampler.config.poll.next_poll(planned_from, hint);
+                let now = created_at.elapsed();
+                if poll_at <= now {
+                    break;
+                }
+                let recheck = if hint.is_some() { poll_at - now } else { (poll_at - now).min(now.mul_f64(0.5).max(REPLAN_MIN_WAIT)) };
+                match self.sleep(recheck).await {
+                    Ok(()) => {}
+                    Err(abort) => {
+                        self.spawn_server_cancel(&id);
+                        return Err(match abort {
+                            Abort::Cancelled => cancelled_error(Some(&id)),
+                            Abort::Deadline => deadline_error(sampler.config.sample_timeout, Some(&id)),
+                        });
+                    }
                 }
             }
             self.stats.polls += 1;
@@ -497,6 +506,9 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".into())
 }
+
+/// The shortest wait between re-plans of a pending sample (re-planning takes no request).
+const REPLAN_MIN_WAIT: Duration = Duration::from_millis(100);
 
 /// One key per logical sample, reused on every attempt of its create.
 fn new_idempotency_key() -> String {
