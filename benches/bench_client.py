@@ -141,7 +141,7 @@ async def measure(spec: dict[str, Any], prompts: list[Any]) -> dict[str, Any]:
     if spec.get("warmup"):
         # Connection pools grown, code paths warm, runtimes built: steady state is what's measured.
         await workload.run_bounded(client.sample, prompts, spec["warmup"], min(spec["concurrency"], WARMUP_CONCURRENCY),
-                                   WARMUP_SECONDS, workload.RunLog())
+                                   spec.get("warmup_seconds", WARMUP_SECONDS), workload.RunLog())
     emulator_stats(spec["base_url"], reset=True)
 
     m = Measurement(spec)

@@ -50,9 +50,13 @@ class Scenario:
     # runs (60 s poll latency) whose measurement is not CPU-sensitive.
     parallel: bool = False
     sample_interval: float = 0.25
+    # A latency distribution (the emulator's `latency` config) instead of `fixed_latency`.
+    latency: dict[str, Any] | None = None
+    warmup_seconds: float = 0.0
 
     def emulator_config(self, rep: int) -> dict[str, Any]:
-        config: dict[str, Any] = {"worker_threads": 2, "seed": rep, "latency": fixed_latency(self.latency_seconds)}
+        latency = dict(self.latency) if self.latency is not None else fixed_latency(self.latency_seconds)
+        config: dict[str, Any] = {"worker_threads": 2, "seed": rep, "latency": latency}
         if self.faults:
             config["faults"] = dict(self.faults)
         return config
@@ -72,6 +76,7 @@ class Scenario:
             "latency_seconds": self.latency_seconds,
             "spacing": self.spacing,
             "sample_interval": self.sample_interval,
+            **({"warmup_seconds": self.warmup_seconds} if self.warmup_seconds else {}),
         }
 
 
@@ -90,6 +95,33 @@ def full() -> list[Scenario]:
         Scenario("faults", "faults", "Fault injection", RESPONSES_CLIENTS,
                  n=5_000, concurrency=1_000, warmup=200, faults=FAULTS, max_seconds=20),
     ]
+
+
+def sail_like_latency(median_seconds: float, scale: float, sigma: float = 0.1) -> dict[str, Any]:
+    """Sail's shape: lognormal around the window's turn time, compressed by `scale`."""
+    return {"distribution": "lognormal", "sigma": sigma, "scale": scale, "in_progress_fraction": 0.0,
+            "windows": {WINDOW: median_seconds}}
+
+
+REALTIME_CLIENTS = ["sail-lite", "sail-sdk", "aiohttp"]
+
+
+def realtime() -> list[Scenario]:
+    """Sail-like time scales (`make -C benches realtime`): priority (~60 s) and standard (~5 min)
+    compressed 20x so a run takes minutes; cold (a fresh process) and warm (after a warm-up
+    that completes a few hundred samples). Lateness is measured by the emulator per sample."""
+    priority = sail_like_latency(60.0, 0.05)  # median 3 s
+    standard = sail_like_latency(300.0, 0.05)  # median 15 s
+    big = sail_like_latency(60.0, 0.1)  # median 6 s: the creates of 10,000 take a few seconds
+    out = []
+    for name, latency, n, warm_s, limit in [("priority", priority, 1_000, 8.0, 60), ("standard", standard, 1_000, 25.0, 120),
+                                            ("priority-10k", big, 10_000, 12.0, 120)]:
+        out.append(Scenario(f"rt-{name}-cold", "scale", f"{name}-like, {n:,} in flight, cold", REALTIME_CLIENTS,
+                            n=n, latency=latency, max_seconds=limit, reps=1, sample_interval=0.1))
+        out.append(Scenario(f"rt-{name}-warm", "scale", f"{name}-like, {n:,} in flight, warm", REALTIME_CLIENTS,
+                            n=n, latency=latency, max_seconds=limit, reps=1, sample_interval=0.1,
+                            warmup=512, warmup_seconds=warm_s))
+    return out
 
 
 def quick() -> list[Scenario]:

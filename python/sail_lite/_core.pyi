@@ -22,9 +22,7 @@ class SamplerClient:
         max_retries: int = 8,
         max_connections: int = 256,
         ca_bundle: str | None = None,
-        poll_first: float | None = None,
-        poll_growth: float | None = None,
-        poll_cap: float | None = None,
+        poll_overhead: float | None = None,
         retry_base: float | None = None,
         retry_cap: float | None = None,
     ) -> None: ...

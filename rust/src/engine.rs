@@ -39,6 +39,9 @@ pub struct Metrics {
     pub samples_succeeded: AtomicU64,
     pub samples_failed: AtomicU64,
     pub cancels_sent: AtomicU64,
+    /// Creates and polls started (Responses protocol), so requests per sample can be read.
+    pub creates: AtomicU64,
+    pub polls: AtomicU64,
 }
 
 impl Metrics {
@@ -55,6 +58,8 @@ impl Metrics {
             ("samples_succeeded", g(&self.samples_succeeded)),
             ("samples_failed", g(&self.samples_failed)),
             ("cancels_sent", g(&self.cancels_sent)),
+            ("creates", g(&self.creates)),
+            ("polls", g(&self.polls)),
         ]
     }
 }

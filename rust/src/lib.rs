@@ -1,6 +1,6 @@
 //! `sail_lite._core`: the Rust engine behind sail-lite.
 //!
-//! Pure modules (no Python): `retry`, `poll_schedule`, `decode`, `request_body`,
+//! Pure modules (no Python): `retry`, `poll_planner`, `decode`, `request_body`,
 //! `sample_error`, `hub`, `transport`, `http1`, `engine`, `sampler`. Binding modules: `py_api`, `emulator_py`.
 
 use pyo3::prelude::*;
@@ -9,7 +9,7 @@ pub mod decode;
 pub mod engine;
 pub mod http1;
 pub mod hub;
-pub mod poll_schedule;
+pub mod poll_planner;
 pub mod request_body;
 pub mod retry;
 pub mod sample_error;

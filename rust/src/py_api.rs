@@ -4,7 +4,7 @@
 
 use crate::engine::{self, HttpClientKey};
 use crate::hub::{Completion, Hub};
-use crate::poll_schedule::PollSchedule;
+use crate::poll_planner::{PollPlanner, DEFAULT_POLL_OVERHEAD};
 use crate::request_body::{SamplingDefaults, Stop};
 use crate::retry::RetryPolicy;
 use crate::sampler::{self, Protocol, SampleJob, Sampler, SamplerConfig};
@@ -54,7 +54,7 @@ impl SamplerClient {
     #[new]
     #[pyo3(signature = (*, protocol, base_url, api_key, model, temperature, top_p, request_logprobs, metadata,
         completion_window, timeout=None, poll_timeout=None, max_retries=8, max_connections=256, ca_bundle=None,
-        poll_first=None, poll_growth=None, poll_cap=None, retry_base=None, retry_cap=None))]
+        poll_overhead=None, retry_base=None, retry_cap=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         protocol: &str,
@@ -71,9 +71,7 @@ impl SamplerClient {
         max_retries: u32,
         max_connections: usize,
         ca_bundle: Option<String>,
-        poll_first: Option<f64>,
-        poll_growth: Option<f64>,
-        poll_cap: Option<f64>,
+        poll_overhead: Option<f64>,
         retry_base: Option<f64>,
         retry_cap: Option<f64>,
     ) -> PyResult<Self> {
@@ -86,16 +84,12 @@ impl SamplerClient {
             .map_err(|_| pyo3::exceptions::PyValueError::new_err("base_url: expected an http(s) URL"))?
             .origin()
             .ascii_serialization();
-        let mut poll = PollSchedule::for_window(&completion_window);
-        if let Some(f) = secs("poll_first", poll_first)? {
-            poll.first = f;
-        }
-        if let Some(c) = secs("poll_cap", poll_cap)? {
-            poll.cap = c;
-        }
-        if let Some(g) = poll_growth {
-            poll.growth = g.clamp(1.0001, 10.0);
-        }
+        let poll_overhead = match poll_overhead {
+            None => DEFAULT_POLL_OVERHEAD,
+            Some(x) if x.is_finite() && x > 0.0 && x <= 10.0 => x,
+            Some(_) => return Err(pyo3::exceptions::PyValueError::new_err("poll_overhead: expected a number in (0, 10]")),
+        };
+        let poll = PollPlanner::for_key(&origin, &model, &completion_window, poll_overhead);
         let mut retry = RetryPolicy { max_retries, ..RetryPolicy::default() };
         if let Some(b) = secs("retry_base", retry_base)? {
             retry.base = b;

@@ -4,7 +4,7 @@
 use crate::decode::{self, PollOutcome};
 use crate::engine::{Engine, HttpPool, Metrics};
 use crate::hub::{Completion, Hub, SampleOutput, SampleStats};
-use crate::poll_schedule::PollSchedule;
+use crate::poll_planner::PollPlanner;
 use crate::request_body::{self, SamplingDefaults, Stop};
 use crate::retry::{self, RetryPolicy};
 use crate::sample_error::{ErrorKind, SampleError};
@@ -35,7 +35,7 @@ pub struct SamplerConfig {
     pub attempt_timeout: Option<Duration>,
     pub sample_timeout: Option<Duration>,
     pub retry: RetryPolicy,
-    pub poll: PollSchedule,
+    pub poll: PollPlanner,
 }
 
 pub struct Sampler {
@@ -103,7 +103,7 @@ pub struct SampleJob {
 pub async fn run(engine: &'static Engine, pool: HttpPool, sampler: Arc<Sampler>, hub: Arc<Hub>, job: SampleJob, cancel: CancellationToken) {
     Metrics::add(&engine.metrics.samples_started, 1);
     let request_id = job.request_id;
-    let mut ctx = Ctx { engine, pool, sampler, cancel, stats: SampleStats::default(), started: Instant::now() };
+    let mut ctx = Ctx { engine, pool, sampler, cancel, stats: SampleStats::default(), started: Instant::now(), poll_hint: None };
     let work = async {
         match ctx.sampler.config.protocol {
             Protocol::Responses => ctx.run_response(job).await,
@@ -128,6 +128,8 @@ struct Ctx {
     cancel: CancellationToken,
     stats: SampleStats,
     started: Instant,
+    /// A server's Retry-After on the last successful answer (a pending poll): when to look again.
+    poll_hint: Option<Duration>,
 }
 
 /// Why a wait ended early.
@@ -207,6 +209,10 @@ impl Ctx {
         })?;
         let status = answer.status;
         if (200..300).contains(&status) {
+            self.poll_hint = match (&answer.retry_after_ms, &answer.retry_after) {
+                (None, None) => None,
+                (ms, secs) => retry::parse_retry_after(ms.as_deref(), secs.as_deref(), SystemTime::now()),
+            };
             return Ok(answer.body);
         }
         let (code, message) = decode::decode_error_body(&answer.body);
@@ -272,7 +278,11 @@ impl Ctx {
         let key = sampler.uses_idempotency_key().then(new_idempotency_key);
         // The create attempt itself is not raced against cancellation: abandoning it midway
         // would leave a sample we cannot name (and so cannot cancel) running on the server.
+        Metrics::add(&self.engine.metrics.creates, 1);
         let created = self.with_retries("create", reqwest::Method::POST, &sampler.create_url, Some(body), key.as_deref(), key.is_some(), None).await?;
+        // Service time is measured from here: polls are planned, and completions learned, on it.
+        let created_at = Instant::now();
+        let mut last_pending = Duration::ZERO;
         let id = decode::response_id(&created).map_err(|v| SampleError::new(ErrorKind::Protocol, v.0))?;
         // An id we cannot address can be neither polled nor cancelled.
         check_response_id(&id).map_err(|m| SampleError::new(ErrorKind::Protocol, m).with_response_id(Some(&id)))?;
@@ -299,18 +309,30 @@ impl Ctx {
                 self.spawn_server_cancel(&id);
                 return Err(cancelled_error(Some(&id)));
             }
-            let delay = sampler.config.poll.next_delay(self.started.elapsed());
-            match self.sleep(delay).await {
-                Ok(()) => {}
-                Err(abort) => {
-                    self.spawn_server_cancel(&id);
-                    return Err(match abort {
-                        Abort::Cancelled => cancelled_error(Some(&id)),
-                        Abort::Deadline => deadline_error(sampler.config.sample_timeout, Some(&id)),
-                    });
+            // Plan from the last answer, and re-plan on waking while the wait is long: other
+            // samples' completions may have moved the estimate meanwhile (a cohort finishes together).
+            let (planned_from, hint) = (created_at.elapsed(), self.poll_hint.take());
+            loop {
+                let poll_at = sampler.config.poll.next_poll(planned_from, hint);
+                let now = created_at.elapsed();
+                if poll_at <= now {
+                    break;
+                }
+                let recheck = if hint.is_some() { poll_at - now } else { (poll_at - now).min(now.mul_f64(0.5).max(REPLAN_MIN_WAIT)) };
+                match self.sleep(recheck).await {
+                    Ok(()) => {}
+                    Err(abort) => {
+                        self.spawn_server_cancel(&id);
+                        return Err(match abort {
+                            Abort::Cancelled => cancelled_error(Some(&id)),
+                            Abort::Deadline => deadline_error(sampler.config.sample_timeout, Some(&id)),
+                        });
+                    }
                 }
             }
             self.stats.polls += 1;
+            Metrics::add(&self.engine.metrics.polls, 1);
+            let poll_sent = created_at.elapsed();
             let cancel = self.cancel.clone();
             let polled = tokio::select! {
                 r = self.poll_once(&poll_url, &id) => r,
@@ -329,6 +351,14 @@ impl Ctx {
                 }
             };
             outcome = match decode::decode_poll(&bytes, want_logprobs) {
+                Ok(PollOutcome::Pending) => {
+                    last_pending = poll_sent;
+                    PollOutcome::Pending
+                }
+                Ok(PollOutcome::Completed(sample)) => {
+                    sampler.config.poll.observe(last_pending, poll_sent);
+                    PollOutcome::Completed(sample)
+                }
                 Ok(o) => o,
                 Err(v) => {
                     self.spawn_server_cancel(&id);
@@ -447,6 +477,9 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "a panic without a message".into())
 }
 
+/// The shortest wait between re-plans of a pending sample (re-planning takes no request).
+const REPLAN_MIN_WAIT: Duration = Duration::from_millis(100);
+
 /// One key per logical sample, reused on every attempt of its create.
 fn new_idempotency_key() -> String {
     format!("sail-lite-{:032x}", rand::random::<u128>())
@@ -467,7 +500,7 @@ mod tests {
             attempt_timeout: None,
             sample_timeout: None,
             retry: RetryPolicy::default(),
-            poll: PollSchedule::for_window("priority"),
+            poll: crate::poll_planner::PollPlanner::for_key(base_url, "m", "priority", crate::poll_planner::DEFAULT_POLL_OVERHEAD),
         })
         .unwrap()
     }

@@ -65,13 +65,19 @@ impl Default for EmulatorConfig {
     }
 }
 
-/// Per-window turnaround. A response's total latency is
-/// `windows[w] * scale * (1 + jitter * U(-1, 1))`; it turns `in_progress` after `in_progress_fraction` of it.
+/// Per-window turnaround. With `distribution: "uniform"` (the default) a response's total latency
+/// is `windows[w] * scale * (1 + jitter * U(-1, 1))`; with `"lognormal"` (Sail's shape: a median
+/// near the window's turn time, a right-skewed spread) it is `windows[w] * scale * exp(sigma * N(0, 1))`.
+/// It turns `in_progress` after `in_progress_fraction` of it.
 #[derive(Deserialize, Serialize, Clone, Debug)]
 #[serde(default, deny_unknown_fields)]
 pub struct LatencyConfig {
     pub scale: f64,
     pub jitter: f64,
+    /// `uniform` (with `jitter`) or `lognormal` (with `sigma`).
+    pub distribution: String,
+    /// Log-space standard deviation of the lognormal distribution.
+    pub sigma: f64,
     pub in_progress_fraction: f64,
     /// Seconds per window (before `scale`), overlaid on the defaults (asap 0, priority 1,
     /// standard 3, flex 6, balanced 1); windows not listed use `default_seconds`.
@@ -98,7 +104,7 @@ fn overlay_windows<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<St
 
 impl Default for LatencyConfig {
     fn default() -> Self {
-        LatencyConfig { scale: 1.0, jitter: 0.2, in_progress_fraction: 0.25, windows: default_window_latencies(), default_seconds: 1.0 }
+        LatencyConfig { scale: 1.0, jitter: 0.2, distribution: "uniform".into(), sigma: 0.1, in_progress_fraction: 0.25, windows: default_window_latencies(), default_seconds: 1.0 }
     }
 }
 
@@ -244,12 +250,23 @@ impl LatencyConfig {
     fn validate(&self) -> Result<(), String> {
         nonneg("latency.scale", self.scale)?;
         rate("latency.jitter", self.jitter)?;
+        if !matches!(self.distribution.as_str(), "uniform" | "lognormal") {
+            return Err(format!("latency.distribution must be \"uniform\" or \"lognormal\", got {:?}", self.distribution));
+        }
+        if !(self.sigma.is_finite() && (0.0..=3.0).contains(&self.sigma)) {
+            return Err(format!("latency.sigma must be a number in [0, 3], got {}", self.sigma));
+        }
         rate("latency.in_progress_fraction", self.in_progress_fraction)?;
         nonneg("latency.default_seconds", self.default_seconds)?;
         for (k, v) in &self.windows {
             nonneg(&format!("latency.windows.{k}"), *v)?;
         }
         Ok(())
+    }
+
+    #[cfg(test)]
+    pub fn validate_for_test(&self) -> Result<(), String> {
+        self.validate()
     }
 
     pub fn seconds_for(&self, window: &str) -> f64 {

@@ -24,14 +24,23 @@ pub struct Job {
     pub runs_for: Duration,
 }
 
-/// (time queued, time in progress) for one response of `window`, with jitter.
+/// (time queued, time in progress) for response number `n` of `window`, drawn from the configured
+/// distribution (deterministic for a seed).
 pub fn latency_plan(cfg: &LatencyConfig, window: &str, seed: u64, n: u64) -> (Duration, Duration) {
     let base = cfg.seconds_for(window);
     if base <= 0.0 {
         return (Duration::ZERO, Duration::ZERO);
     }
     let u = rng::unit(rng::draw(seed, rng::STREAM_LATENCY, n));
-    let total = (base * (1.0 + cfg.jitter * (2.0 * u - 1.0))).clamp(0.0, 1e6);
+    let factor = if cfg.distribution == "lognormal" {
+        // Box-Muller from two independent uniforms.
+        let v = rng::unit(rng::draw(seed, rng::STREAM_LATENCY_SPREAD, n));
+        let z = (-2.0 * (1.0 - u).ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos();
+        (cfg.sigma * z).exp()
+    } else {
+        1.0 + cfg.jitter * (2.0 * u - 1.0)
+    };
+    let total = (base * factor).clamp(0.0, 1e6);
     let q = total * cfg.in_progress_fraction;
     (Duration::from_secs_f64(q), Duration::from_secs_f64(total - q))
 }
@@ -106,5 +115,40 @@ pub async fn run(st: Arc<AppState>, job: Job) -> Option<Bytes> {
         Some(body)
     } else {
         current(&st, id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn totals(cfg: &LatencyConfig, seed: u64) -> Vec<f64> {
+        let mut v: Vec<f64> = (0..4000).map(|n| {
+            let (q, r) = latency_plan(cfg, "priority", seed, n);
+            (q + r).as_secs_f64()
+        }).collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v
+    }
+
+    #[test]
+    fn lognormal_latency_has_the_window_median_and_spread_and_is_seeded() {
+        let cfg: LatencyConfig = serde_json::from_str(r#"{"distribution": "lognormal", "sigma": 0.2, "windows": {"priority": 60}, "scale": 0.5}"#).unwrap();
+        let v = totals(&cfg, 7);
+        let median = v[2000];
+        assert!((median - 30.0).abs() < 1.0, "median {median}");
+        // exp(1.2816 * 0.2) = 1.29: the 90th percentile of a lognormal with sigma 0.2.
+        let ratio = v[3600] / median;
+        assert!((1.22..1.36).contains(&ratio), "p90/p50 {ratio}");
+        assert_eq!(v, totals(&cfg, 7), "same seed, same latencies");
+        assert_ne!(v, totals(&cfg, 8));
+    }
+
+    #[test]
+    fn uniform_latency_stays_the_default() {
+        let cfg = LatencyConfig::default();
+        let v = totals(&cfg, 1);
+        assert!(v[0] >= 0.8 - 1e-9 && v[3999] <= 1.2 + 1e-9, "{} {}", v[0], v[3999]);
+        assert!(serde_json::from_str::<LatencyConfig>(r#"{"distribution": "gamma"}"#).map(|c| c.validate_for_test()).unwrap().is_err());
     }
 }

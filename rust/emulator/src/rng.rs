@@ -26,6 +26,7 @@ pub const STREAM_SLOW: u64 = 4;
 pub const STREAM_FAIL: u64 = 5;
 pub const STREAM_SAMPLE: u64 = 6;
 pub const STREAM_ID: u64 = 7;
+pub const STREAM_LATENCY_SPREAD: u64 = 8;
 
 #[cfg(test)]
 mod tests {

@@ -64,7 +64,15 @@ pub struct Stats {
     pub queued: AtomicI64,
     by_status: Box<[Counter]>,
     faults: [Counter; 7],
+    /// How late the first poll saw each completed response, as a fraction of its service time,
+    /// in bins of LATENESS_BIN (the last bin holds everything beyond).
+    poll_lateness: Box<[Counter]>,
+    /// Sum of the service times of those responses, in microseconds.
+    service_micros: AtomicU64,
 }
+
+const LATENESS_BIN: f64 = 0.001;
+const LATENESS_BINS: usize = 5001;
 
 impl Default for Stats {
     fn default() -> Self {
@@ -90,6 +98,8 @@ impl Default for Stats {
             queued: AtomicI64::new(0),
             by_status: (0..600).map(|_| Counter::default()).collect(),
             faults: Default::default(),
+            poll_lateness: (0..LATENESS_BINS).map(|_| Counter::default()).collect(),
+            service_micros: AtomicU64::new(0),
         }
     }
 }
@@ -103,6 +113,29 @@ impl Stats {
         if let Some(c) = self.by_status.get(code as usize) {
             c.0.fetch_add(1, Relaxed);
         }
+    }
+
+    pub fn record_poll_lateness(&self, fraction: f64, service_seconds: f64) {
+        let bin = ((fraction.max(0.0) / LATENESS_BIN) as usize).min(LATENESS_BINS - 1);
+        self.poll_lateness[bin].0.fetch_add(1, Relaxed);
+        self.service_micros.fetch_add((service_seconds * 1e6) as u64, Relaxed);
+    }
+
+    /// Count and quantiles (upper bin edges) of the recorded poll lateness.
+    fn poll_lateness_json(&self) -> Value {
+        let counts: Vec<u64> = self.poll_lateness.iter().map(Counter::get).collect();
+        let total: u64 = counts.iter().sum();
+        let quantile = |p: f64| -> Option<f64> {
+            let target = ((total as f64) * p).ceil().max(1.0) as u64;
+            let mut acc = 0;
+            counts.iter().position(|&c| {
+                acc += c;
+                acc >= target
+            }).map(|i| (i + 1) as f64 * LATENESS_BIN)
+        };
+        let mean_service = if total > 0 { self.service_micros.load(Relaxed) as f64 / 1e6 / total as f64 } else { 0.0 };
+        json!({"count": total, "p50": quantile(0.5), "p90": quantile(0.9), "p99": quantile(0.99), "max": quantile(1.0),
+               "mean_service_seconds": mean_service})
     }
 
     pub fn fault(&self, k: FaultKind) {
@@ -140,9 +173,10 @@ impl Stats {
         ] {
             c.store(0, Relaxed);
         }
-        for c in self.by_status.iter().chain(self.faults.iter()) {
+        for c in self.by_status.iter().chain(self.faults.iter()).chain(self.poll_lateness.iter()) {
             c.0.store(0, Relaxed);
         }
+        self.service_micros.store(0, Relaxed);
     }
 
     pub fn to_json(&self, stored_responses: usize) -> Value {
@@ -186,6 +220,7 @@ impl Stats {
             "by_status": by_status,
             "faults": faults,
             "faults_total": faults_total,
+            "poll_lateness": self.poll_lateness_json(),
         })
     }
 }

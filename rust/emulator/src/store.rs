@@ -58,6 +58,9 @@ struct Entry {
     body: Option<Bytes>,
     finished_at: Option<Instant>,
     idem_key: Option<Box<str>>,
+    created: Instant,
+    /// A poll has already been answered with the finished response.
+    seen_final: bool,
 }
 
 /// What a reader gets: either the finished body or enough to render the current state.
@@ -119,7 +122,15 @@ impl Store {
 
     /// Insert a new queued response (not yet counted as started).
     pub fn insert(&self, head: Arc<Head>, idem_key: Option<&str>) {
-        let e = Entry { status: Status::Queued, head: head.clone(), body: None, finished_at: None, idem_key: idem_key.map(Into::into) };
+        let e = Entry {
+            status: Status::Queued,
+            head: head.clone(),
+            body: None,
+            finished_at: None,
+            idem_key: idem_key.map(Into::into),
+            created: Instant::now(),
+            seen_final: false,
+        };
         self.shard(head.id).lock().insert(head.id, e);
     }
 
@@ -185,6 +196,24 @@ impl Store {
             Some(b) => View::Body(b.clone()),
             None => View::Live(e.status, e.head.clone()),
         })
+    }
+
+    /// A poll's view: as `get`, and the first poll to see a completed response records how late
+    /// it came, as a fraction of the response's service time (created -> completed).
+    pub fn get_for_poll(&self, id: u64, retention: Duration) -> Option<View> {
+        {
+            let mut shard = self.shard(id).lock();
+            if let Some(e) = shard.get_mut(&id) {
+                if let (Status::Completed, Some(done), false) = (e.status, e.finished_at, e.seen_final) {
+                    e.seen_final = true;
+                    let service = done.duration_since(e.created).as_secs_f64();
+                    if service > 0.0 {
+                        self.stats.record_poll_lateness(done.elapsed().as_secs_f64() / service, service);
+                    }
+                }
+            }
+        }
+        self.get(id, retention)
     }
 
     /// Queued -> in_progress. False if the response was cancelled or removed meanwhile.

@@ -140,7 +140,7 @@ pub async fn create(State(st): State<Arc<AppState>>, headers: HeaderMap, body: R
 pub async fn get(State(st): State<Arc<AppState>>, PathParam(id): PathParam) -> Response<Body> {
     inc(&st.stats.polls);
     let Some(n) = parse_id(&id) else { return not_found(&id) };
-    match st.store.get(n, st.retention()) {
+    match st.store.get_for_poll(n, st.retention()) {
         Some(v) => with_id(view_response(v, StatusCode::OK), &id),
         None => not_found(&id),
     }

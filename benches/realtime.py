@@ -1,0 +1,78 @@
+"""Sail-like time scales, all clients side by side: `python realtime.py [--only KEY ...]` with the
+bench environment's Python. Writes results/realtime.json and results/realtime.md (a table per
+scenario: HTTP requests per sample, client CPU per sample, lateness p50/p99 as a fraction of
+each sample's service time as the emulator measured it, requests/s at the server)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import scenarios
+from runner import log, run_scenario
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def row(result: dict[str, Any]) -> dict[str, Any]:
+    server = result.get("emulator", {})
+    lateness = server.get("poll_lateness", {})
+    started = max(result.get("started", 0), 1)
+    wall = result.get("wall_seconds") or 0
+    return {
+        "client": result.get("client"),
+        "succeeded": result.get("succeeded"),
+        "errors": result.get("errors"),
+        "timed_out": result.get("timed_out"),
+        "requests_per_sample": server.get("requests_total", 0) / started,
+        "client_cpu_us_per_sample": result.get("client_cpu_us_per_sample"),
+        "lateness_p50": lateness.get("p50"),
+        "lateness_p99": lateness.get("p99"),
+        "lateness_count": lateness.get("count"),
+        "mean_service_seconds": lateness.get("mean_service_seconds"),
+        "server_requests_per_second": server.get("requests_total", 0) / wall if wall else None,
+        "wall_seconds": wall,
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = []
+    for key, sc in report["scenarios"].items():
+        lines += [f"#### {sc['title']} (`{key}`)", "",
+                  "| client | ok | requests/sample | client CPU µs/sample | lateness p50 | lateness p99 | server req/s | wall s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in sc["rows"]:
+            pct = lambda x: "n/a" if x is None else f"{100 * x:.1f}%"
+            cpu = r["client_cpu_us_per_sample"]
+            rps = r["server_requests_per_second"]
+            lines.append(f"| {r['client']} | {r['succeeded']}{' (timed out)' if r['timed_out'] else ''} | {r['requests_per_sample']:.2f} | "
+                         f"{cpu:.0f} | {pct(r['lateness_p50'])} | {pct(r['lateness_p99'])} | {0 if rps is None else rps:.0f} | {r['wall_seconds']:.1f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", nargs="*", help="scenario keys (default: all)")
+    args = parser.parse_args()
+    import sys
+
+    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "scenarios": {}}
+    for scenario in scenarios.realtime():
+        if args.only and scenario.key not in args.only:
+            continue
+        log(f"realtime: {scenario.key}")
+        results = run_scenario(sys.executable, scenario)
+        report["scenarios"][scenario.key] = {"title": scenario.title, "latency": scenario.latency, "n": scenario.n,
+                                             "rows": [row(r) for r in results], "raw": results}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "realtime.json").write_text(json.dumps(report, indent=1))
+        (RESULTS / "realtime.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,593 @@
+//! When to poll a background response, planned from the service times learned so far.
+//!
+//! A response's service time (create answered -> completed) is learned online, per
+//! (origin, model, completion window) and process-wide, as a decaying log-spaced histogram.
+//! Observations are interval-censored: a response finished somewhere between the last poll
+//! that found it pending and the first that found it done, so each one spreads its weight over
+//! that interval. Each sample asks for its next poll at every wake-up, so a pending sample
+//! re-plans as soon as new completions move the estimate (no broadcast needed).
+//!
+//! The plan from elapsed time `t` (since the create was answered) is
+//!
+//! ```text
+//! next = max(t * (1 + 1.8 * overhead),  Q(F(t) + SKIP_MASS),  t + MIN_INTERVAL)
+//! ```
+//!
+//! - Where responses finish, polls are geometric with ratio `1 + 1.8 * overhead`: a response
+//!   finishing at `s` is seen at most `1.8 * overhead * s` late, typically `0.9 * overhead * s`.
+//! - Where almost nothing finishes (less than `SKIP_MASS` of the distribution), one poll jumps
+//!   to where finishing starts again: no polls before the body of the distribution or between
+//!   the modes of a bimodal one.
+//! - Beyond the learned tail (`F(t) + SKIP_MASS > 1`), the geometric term alone remains, so an
+//!   outlier is still seen with bounded relative lateness.
+//!
+//! Cold (fewer than `WARM_OBSERVATIONS` completions for the key and process-wide), the estimate
+//! is a prior at the window's documented scale (priority ~1 min, standard ~5 min, ...) with a
+//! thin log-uniform head down to 1/64 of it, and the ratio is `1 + 3.6 * overhead`; the prior's
+//! weight quarters with every completion, so a compressed time scale (the emulator in tests) is
+//! picked up within a few completions.
+
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The lateness target used when the caller gives none.
+pub const DEFAULT_POLL_OVERHEAD: f64 = 0.05;
+/// Probability mass below which a stretch of time is not worth a poll.
+const SKIP_MASS: f64 = 0.005;
+/// Never poll the same response twice within this (latency-0 servers finish in microseconds).
+const MIN_INTERVAL: f64 = 0.002;
+/// Poll spacing in units of `overhead`: warm, a response is seen at most 1.8x the target late
+/// and at about 0.9x it on average; cold, where the prior is only a guess, a wider spacing
+/// keeps the first cohort's polls few.
+const WARM_RATIO: f64 = 1.8;
+const COLD_RATIO: f64 = 3.6;
+/// Completions needed before the learned histogram replaces the prior.
+const WARM_OBSERVATIONS: u64 = 3;
+/// Each completion weighs this much more than the previous one: an effective memory of about
+/// 128 completions, so a shifting distribution is followed.
+const DECAY_GROWTH: f64 = 128.0 / 127.0;
+const VAGUE_FADE: f64 = 0.9;
+
+/// Histogram geometry: bins of ratio 2^(1/24) (~2.9%) from 1 ms to 2^30 ms (~12 days).
+const BINS_PER_OCTAVE: f64 = 24.0;
+const MIN_SECONDS: f64 = 0.001;
+const BINS: usize = 30 * 24;
+
+fn bin_of(seconds: f64) -> f64 {
+    ((seconds.max(MIN_SECONDS) / MIN_SECONDS).log2() * BINS_PER_OCTAVE).clamp(0.0, BINS as f64 - 1e-9)
+}
+
+fn bin_edge(bin: f64) -> f64 {
+    MIN_SECONDS * (bin / BINS_PER_OCTAVE).exp2()
+}
+
+/// A window's documented time scale (median seconds) for the cold-start prior.
+pub fn window_scale_seconds(window: &str) -> f64 {
+    match window {
+        "asap" => 2.0,
+        "priority" | "balanced" => 60.0,
+        "standard" => 300.0,
+        "15m" => 600.0,
+        "flex" | "24h" => 1800.0,
+        _ => 300.0,
+    }
+}
+
+/// A decaying histogram of service times plus a fading prior.
+#[derive(Clone, Debug)]
+pub struct ServiceTimeModel {
+    mass: Vec<f64>,
+    /// Responses found done at the first look only bound the service time from above; they
+    /// count (scaled by `vague_factor`) until responses seen pending first tell more, and each
+    /// of those shrinks them by VAGUE_FADE. Otherwise their guessed spread would linger below
+    /// the real distribution and cost polls there.
+    vague: Vec<f64>,
+    vague_factor: f64,
+    /// The prior's shape (sums to 1), weighted by `prior_weight` observations.
+    prior: Vec<f64>,
+    prior_weight: f64,
+    /// Weight of the next observation (grows to implement decay).
+    increment: f64,
+    observations: u64,
+    /// Cumulative mass (learned + prior) at each bin's upper edge; rebuilt lazily.
+    cumulative: Vec<f64>,
+    dirty: bool,
+}
+
+impl ServiceTimeModel {
+    /// A model knowing nothing but the window's time scale.
+    pub fn with_prior(scale_seconds: f64) -> ServiceTimeModel {
+        let mut prior = vec![0.0; BINS];
+        let (median, sigma) = (scale_seconds.max(MIN_SECONDS), 0.4);
+        // 98%: lognormal body around the documented scale; 2%: log-uniform head down to 1/64.
+        let head_lo = bin_of(median / 64.0);
+        let head_hi = bin_of(median);
+        for (i, p) in prior.iter_mut().enumerate() {
+            let mid = bin_edge(i as f64 + 0.5);
+            let z = (mid / median).ln() / sigma;
+            let width = (2f64.ln()) / BINS_PER_OCTAVE;
+            *p = 0.98 * (-0.5 * z * z).exp() / (sigma * (2.0 * std::f64::consts::PI).sqrt()) * width;
+            if (i as f64) >= head_lo.floor() && (i as f64) < head_hi.ceil() {
+                *p += 0.02 / (head_hi.ceil() - head_lo.floor()).max(1.0);
+            }
+        }
+        let total: f64 = prior.iter().sum();
+        prior.iter_mut().for_each(|p| *p /= total);
+        ServiceTimeModel { mass: vec![0.0; BINS], vague: vec![0.0; BINS], vague_factor: 1.0, prior, prior_weight: 1.0, increment: 1.0, observations: 0, cumulative: vec![0.0; BINS], dirty: true }
+    }
+
+    pub fn observations(&self) -> u64 {
+        self.observations
+    }
+
+    /// A response finished after `lo` seconds and by `hi` seconds (lo may be 0: unknown).
+    pub fn observe(&mut self, lo: f64, hi: f64) {
+        if !(hi.is_finite() && hi >= 0.0) {
+            return;
+        }
+        let hi = hi.max(MIN_SECONDS);
+        let precise = lo.is_finite() && lo > 0.0;
+        // Finished at the first look: somewhere in the last three quarters of the wait is the
+        // guess, so the next plan looks earlier (halving the estimate each round if need be).
+        let lo = if precise { lo.min(hi) } else { hi / 4.0 };
+        let (b_lo, b_hi) = (bin_of(lo), bin_of(hi));
+        let (target, w) = if precise {
+            self.vague_factor *= VAGUE_FADE;
+            if self.vague_factor < 1e-30 {
+                self.vague.iter_mut().for_each(|v| *v = 0.0);
+                self.vague_factor = 1.0;
+            }
+            (&mut self.mass, self.increment)
+        } else {
+            (&mut self.vague, self.increment / self.vague_factor)
+        };
+        if b_hi - b_lo < 1e-9 {
+            target[b_hi as usize] += w;
+        } else {
+            // Spread uniformly in log time over [lo, hi].
+            let span = b_hi - b_lo;
+            let mut b = b_lo;
+            while b < b_hi {
+                let next = (b.floor() + 1.0).min(b_hi);
+                target[b as usize] += w * (next - b) / span;
+                b = next;
+            }
+        }
+        self.observations += 1;
+        self.prior_weight *= 0.25;
+        self.increment *= DECAY_GROWTH;
+        if self.increment > 1e100 {
+            let k = 1.0 / self.increment;
+            self.mass.iter_mut().chain(self.vague.iter_mut()).for_each(|m| *m *= k);
+            self.increment = 1.0;
+        }
+        self.dirty = true;
+    }
+
+    fn refresh(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        // The prior weighs `prior_weight` observations of the current weight.
+        let pw = self.prior_weight * self.increment;
+        let mut acc = 0.0;
+        for i in 0..BINS {
+            acc += self.mass[i] + self.vague_factor * self.vague[i] + pw * self.prior[i];
+            self.cumulative[i] = acc;
+        }
+        self.dirty = false;
+    }
+
+    fn total(&mut self) -> f64 {
+        self.refresh();
+        self.cumulative[BINS - 1]
+    }
+
+    /// P(service time <= t).
+    pub fn cdf(&mut self, seconds: f64) -> f64 {
+        let total = self.total();
+        if total <= 0.0 {
+            return 0.0;
+        }
+        let b = bin_of(seconds);
+        let i = b as usize;
+        let below = if i == 0 { 0.0 } else { self.cumulative[i - 1] };
+        let inside = self.cumulative[i] - below;
+        ((below + inside * (b - i as f64)) / total).clamp(0.0, 1.0)
+    }
+
+    /// The smallest time with cdf >= p (log-interpolated within a bin); None if p >= 1.
+    pub fn quantile(&mut self, p: f64) -> Option<f64> {
+        let total = self.total();
+        if total <= 0.0 || !(0.0..1.0).contains(&p) {
+            return None;
+        }
+        let target = p * total;
+        let i = self.cumulative.partition_point(|&c| c < target);
+        if i >= BINS {
+            return None;
+        }
+        let below = if i == 0 { 0.0 } else { self.cumulative[i - 1] };
+        let inside = self.cumulative[i] - below;
+        let frac = if inside > 0.0 { ((target - below) / inside).clamp(0.0, 1.0) } else { 0.0 };
+        Some(bin_edge(i as f64 + frac))
+    }
+}
+
+/// The next poll time (seconds since the create was answered) from elapsed time `t`.
+pub fn plan_next(model: &mut ServiceTimeModel, t: f64, overhead: f64, warm: bool) -> f64 {
+    let ratio = 1.0 + if warm { WARM_RATIO } else { COLD_RATIO } * overhead;
+    let mut next = (t * ratio).max(t + MIN_INTERVAL);
+    let reached = model.cdf(t);
+    if reached + SKIP_MASS < 1.0 {
+        if let Some(q) = model.quantile(reached + SKIP_MASS) {
+            next = next.max(q);
+        }
+    }
+    next
+}
+
+/// The learned models of one process, shared by every completer.
+struct Registry {
+    pid: u32,
+    by_key: Mutex<HashMap<String, Arc<Mutex<ServiceTimeModel>>>>,
+    global: Arc<Mutex<ServiceTimeModel>>,
+}
+
+static REGISTRY: AtomicPtr<Registry> = AtomicPtr::new(std::ptr::null_mut());
+
+/// This process's registry; a forked child builds its own (the parent's locks may be held by
+/// threads that do not exist in the child), leaking the inherited one as the engine does.
+fn registry() -> &'static Registry {
+    let current = REGISTRY.load(Ordering::Acquire);
+    let pid = std::process::id();
+    // SAFETY: registries are leaked boxes, never freed.
+    if let Some(r) = unsafe { current.as_ref() } {
+        if r.pid == pid {
+            return r;
+        }
+    }
+    let fresh = Box::into_raw(Box::new(Registry {
+        pid,
+        by_key: Mutex::new(HashMap::new()),
+        global: Arc::new(Mutex::new(ServiceTimeModel::with_prior(window_scale_seconds("standard")))),
+    }));
+    match REGISTRY.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => unsafe { &*fresh },
+        Err(winner) => unsafe { &*winner },
+    }
+}
+
+/// The polling plan of one completer configuration.
+#[derive(Clone)]
+pub struct PollPlanner {
+    overhead: f64,
+    pid: u32,
+    key: String,
+    window: String,
+    model: Arc<Mutex<ServiceTimeModel>>,
+    global: Arc<Mutex<ServiceTimeModel>>,
+}
+
+impl std::fmt::Debug for PollPlanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PollPlanner").field("overhead", &self.overhead).field("window", &self.window).finish()
+    }
+}
+
+impl PollPlanner {
+    /// The planner for (origin, model, window), sharing what this process learned for that key.
+    pub fn for_key(origin: &str, model: &str, window: &str, overhead: f64) -> PollPlanner {
+        let reg = registry();
+        let key = format!("{origin}\n{model}\n{window}");
+        let shared = reg
+            .by_key
+            .lock()
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Mutex::new(ServiceTimeModel::with_prior(window_scale_seconds(window)))))
+            .clone();
+        PollPlanner { overhead: overhead.clamp(1e-4, 10.0), pid: reg.pid, key, window: window.to_string(), model: shared, global: reg.global.clone() }
+    }
+
+    /// In a forked child, the models inherited from the parent are dropped for fresh ones.
+    fn current(&self) -> std::borrow::Cow<'_, PollPlanner> {
+        if self.pid == std::process::id() {
+            std::borrow::Cow::Borrowed(self)
+        } else {
+            let mut parts = self.key.splitn(3, '\n');
+            let (o, m) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            std::borrow::Cow::Owned(PollPlanner::for_key(o, m, &self.window, self.overhead))
+        }
+    }
+
+    /// How long after the create was answered to poll next, given `elapsed` now.
+    /// A server hint (Retry-After on a pending response) wins when present.
+    pub fn next_poll(&self, elapsed: Duration, server_hint: Option<Duration>) -> Duration {
+        if let Some(h) = server_hint {
+            return elapsed + h;
+        }
+        let me = self.current();
+        let t = elapsed.as_secs_f64();
+        let next = {
+            let mut model = me.model.lock();
+            if model.observations() >= WARM_OBSERVATIONS {
+                plan_next(&mut model, t, me.overhead, true)
+            } else {
+                drop(model);
+                let mut global = me.global.lock();
+                if global.observations() >= WARM_OBSERVATIONS {
+                    plan_next(&mut global, t, me.overhead, true)
+                } else {
+                    drop(global);
+                    plan_next(&mut me.model.lock(), t, me.overhead, false)
+                }
+            }
+        };
+        Duration::from_secs_f64(next.clamp(0.0, 1e7))
+    }
+
+    /// A response finished after `pending_at` (its last pending poll; zero if none) and by `done_at`.
+    pub fn observe(&self, pending_at: Duration, done_at: Duration) {
+        let me = self.current();
+        let (lo, hi) = (pending_at.as_secs_f64(), done_at.as_secs_f64());
+        me.model.lock().observe(lo, hi);
+        me.global.lock().observe(lo, hi);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A deterministic generator so the simulations are reproducible.
+    struct Rng(u64);
+    impl Rng {
+        fn unit(&mut self) -> f64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        }
+        fn normal(&mut self) -> f64 {
+            let (u, v) = (self.unit().max(1e-12), self.unit());
+            (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+        }
+        fn lognormal(&mut self, median: f64, sigma: f64) -> f64 {
+            median * (sigma * self.normal()).exp()
+        }
+    }
+
+    /// Poll one response finishing at `s` the way the sampler does; returns (polls, lateness).
+    fn poll_one(model: &mut ServiceTimeModel, s: f64, overhead: f64) -> (u32, f64) {
+        let (mut t, mut last_pending, mut polls) = (0.0, 0.0, 0);
+        loop {
+            let warm = model.observations() >= WARM_OBSERVATIONS;
+            t = plan_next(model, t, overhead, warm);
+            polls += 1;
+            if t >= s {
+                model.observe(last_pending, t);
+                return (polls, t - s);
+            }
+            last_pending = t;
+            assert!(polls < 10_000, "runaway polling for s={s}");
+        }
+    }
+
+    struct Summary {
+        mean_polls: f64,
+        p50: f64,
+        p99: f64,
+    }
+
+    /// Run `n` responses (sequentially learned) drawn by `draw`; stats over the last `measured`.
+    fn simulate(model: &mut ServiceTimeModel, n: usize, measured: usize, overhead: f64, mut draw: impl FnMut(usize) -> f64) -> Summary {
+        let mut rel = Vec::new();
+        let mut polls = 0u64;
+        for i in 0..n {
+            let s = draw(i);
+            let (p, late) = poll_one(model, s, overhead);
+            if i >= n - measured {
+                polls += p as u64;
+                rel.push(late / s);
+            }
+        }
+        rel.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let q = |p: f64| rel[((rel.len() as f64 - 1.0) * p).round() as usize];
+        eprintln!("polls {:.2} p50 {:.4} p99 {:.4} max {:.4}", polls as f64 / measured as f64, q(0.5), q(0.99), rel.last().unwrap());
+        Summary { mean_polls: polls as f64 / measured as f64, p50: q(0.5), p99: q(0.99) }
+    }
+
+    #[test]
+    fn fixed_service_time_needs_about_two_polls_when_warm() {
+        let mut m = ServiceTimeModel::with_prior(60.0);
+        let s = simulate(&mut m, 400, 200, 0.05, |_| 31.0);
+        assert!(s.mean_polls <= 3.0, "polls {}", s.mean_polls);
+        assert!(s.p99 <= 0.10 + 1e-9, "p99 {}", s.p99);
+    }
+
+    #[test]
+    fn priority_like_lognormal_meets_the_warm_targets() {
+        let mut rng = Rng(1);
+        let mut m = ServiceTimeModel::with_prior(60.0);
+        let s = simulate(&mut m, 2000, 1000, 0.05, |_| rng.lognormal(60.0, 0.08));
+        // <= 6 requests per sample = create + <= 5 polls.
+        assert!(s.mean_polls <= 5.0, "polls {}", s.mean_polls);
+        assert!(s.p50 <= 0.05, "p50 {}", s.p50);
+        assert!(s.p99 <= 0.15, "p99 {}", s.p99);
+    }
+
+    #[test]
+    fn uniform_spread_like_the_issue_measurement() {
+        // The issue's stand-in: service times uniform in 30-35 s (old schedule: ~50 polls).
+        let mut rng = Rng(2);
+        let mut m = ServiceTimeModel::with_prior(60.0);
+        let s = simulate(&mut m, 2000, 1000, 0.05, |_| 30.0 + 5.0 * rng.unit());
+        assert!(s.mean_polls <= 4.0, "polls {}", s.mean_polls);
+        assert!(s.p50 <= 0.05 && s.p99 <= 0.15, "p50 {} p99 {}", s.p50, s.p99);
+    }
+
+    #[test]
+    fn bimodal_does_not_poll_between_the_modes() {
+        let mut rng = Rng(3);
+        let mut m = ServiceTimeModel::with_prior(60.0);
+        let s = simulate(&mut m, 3000, 1000, 0.05, |_| if rng.unit() < 0.5 { rng.lognormal(10.0, 0.05) } else { rng.lognormal(100.0, 0.05) });
+        // Geometric polling across 10 -> 100 s alone would take ~24 polls at ratio 1.1.
+        assert!(s.mean_polls <= 6.0, "polls {}", s.mean_polls);
+        assert!(s.p50 <= 0.05 && s.p99 <= 0.15, "p50 {} p99 {}", s.p50, s.p99);
+    }
+
+    #[test]
+    fn a_shifting_distribution_is_followed() {
+        let mut rng = Rng(4);
+        let mut m = ServiceTimeModel::with_prior(60.0);
+        simulate(&mut m, 1000, 10, 0.05, |_| rng.lognormal(20.0, 0.08));
+        // The busy hour: everything takes three times longer.
+        let s = simulate(&mut m, 1500, 500, 0.05, |_| rng.lognormal(60.0, 0.08));
+        assert!(s.mean_polls <= 5.0, "polls after the shift {}", s.mean_polls);
+        assert!(s.p50 <= 0.05 && s.p99 <= 0.15, "p50 {} p99 {}", s.p50, s.p99);
+        // And back down again.
+        let s = simulate(&mut m, 1500, 500, 0.05, |_| rng.lognormal(20.0, 0.08));
+        assert!(s.mean_polls <= 5.0, "polls after the shift back {}", s.mean_polls);
+    }
+
+    #[test]
+    fn cold_start_at_the_documented_scale() {
+        // Nothing learned: the first cohort of priority responses (all in flight together,
+        // so none learns from another) stays within the cold targets.
+        let mut rng = Rng(5);
+        let mut rel = Vec::new();
+        let mut polls = 0;
+        for _ in 0..200 {
+            let mut m = ServiceTimeModel::with_prior(60.0);
+            let s = rng.lognormal(60.0, 0.08);
+            let (p, late) = poll_one(&mut m, s, 0.05);
+            polls += p;
+            rel.push(late / s);
+        }
+        rel.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let mean = polls as f64 / 200.0;
+        eprintln!("cold polls {mean} p50 {} p99 {}", rel[100], rel[198]);
+        assert!(mean <= 11.0, "cold polls {mean}");
+        assert!(rel[100] <= 0.10, "cold p50 {}", rel[100]);
+    }
+
+    #[test]
+    fn compressed_time_scale_is_learned_within_a_few_completions() {
+        // Tests run the emulator with priority compressed to ~1 s: after a handful of
+        // completions the plan is as tight as at full scale.
+        let mut rng = Rng(6);
+        let mut m = ServiceTimeModel::with_prior(60.0);
+        let s = simulate(&mut m, 20, 12, 0.05, |_| rng.lognormal(1.0, 0.08));
+        assert!(s.mean_polls <= 6.0, "polls {}", s.mean_polls);
+        assert!(s.p50 <= 0.10, "p50 {}", s.p50);
+    }
+
+    #[test]
+    fn outliers_beyond_the_tail_have_bounded_relative_lateness() {
+        let mut rng = Rng(7);
+        let mut m = ServiceTimeModel::with_prior(60.0);
+        simulate(&mut m, 500, 10, 0.05, |_| rng.lognormal(30.0, 0.05));
+        for s in [100.0, 300.0, 3000.0] {
+            let mut probe = m.clone();
+            let (polls, late) = poll_one(&mut probe, s, 0.05);
+            assert!(late / s <= 0.09 + 1e-9, "{s}s: {}", late / s);
+            assert!(polls < 200, "{s}s: {polls}");
+        }
+    }
+
+    #[test]
+    fn smaller_overhead_costs_more_polls_and_is_later_less() {
+        let mut rng = Rng(8);
+        let draws: Vec<f64> = (0..2000).map(|_| rng.lognormal(300.0, 0.15)).collect();
+        let tight = simulate(&mut ServiceTimeModel::with_prior(300.0), 2000, 1000, 0.01, |i| draws[i]);
+        let loose = simulate(&mut ServiceTimeModel::with_prior(300.0), 2000, 1000, 0.10, |i| draws[i]);
+        assert!(tight.mean_polls > loose.mean_polls, "{} vs {}", tight.mean_polls, loose.mean_polls);
+        assert!(tight.p50 < loose.p50, "{} vs {}", tight.p50, loose.p50);
+        // Within the learned body lateness is at most 1.8x the target; the skipped stretches (0.5%
+        // of the mass each) set the p99, which still improves.
+        assert!(tight.p99 < loose.p99, "tight p99 {} vs {}", tight.p99, loose.p99);
+    }
+
+    #[test]
+    fn server_hint_wins_and_forked_state_is_per_process() {
+        let p = PollPlanner::for_key("http://127.0.0.1:1", "m-hint", "priority", 0.05);
+        let at = p.next_poll(Duration::from_secs(3), Some(Duration::from_millis(1500)));
+        assert_eq!(at, Duration::from_millis(4500));
+        // Without a hint, the cold priority plan does not poll in the first hundred ms.
+        assert!(p.next_poll(Duration::ZERO, None) >= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn planners_of_one_key_share_what_they_learn() {
+        let a = PollPlanner::for_key("http://127.0.0.1:2", "m-share", "standard", 0.05);
+        let b = PollPlanner::for_key("http://127.0.0.1:2", "m-share", "standard", 0.05);
+        for _ in 0..20 {
+            a.observe(Duration::from_millis(1900), Duration::from_millis(2000));
+        }
+        // b learned ~2 s from a: its first poll comes near 2 s, not at the 5-minute prior.
+        let first = b.next_poll(Duration::ZERO, None).as_secs_f64();
+        assert!((1.0..2.1).contains(&first), "{first}");
+    }
+
+    #[test]
+    fn first_look_completions_do_not_linger_below_the_real_distribution() {
+        // A cohort polled late (cold) is found done at the first look: the estimate moves down;
+        // once responses are seen pending first, the vague guesses stop costing polls.
+        let mut rng = Rng(9);
+        let mut m = ServiceTimeModel::with_prior(60.0);
+        for _ in 0..24 {
+            m.observe(0.0, 2.6);
+        }
+        for _ in 0..24 {
+            m.observe(0.0, 0.65);
+        }
+        let s = simulate(&mut m, 150, 50, 0.05, |_| rng.lognormal(0.4, 0.1));
+        assert!(s.mean_polls <= 6.0, "polls {}", s.mean_polls);
+    }
+
+    #[test]
+    fn bad_observations_are_ignored() {
+        let mut m = ServiceTimeModel::with_prior(60.0);
+        m.observe(f64::NAN, f64::NAN);
+        m.observe(5.0, f64::INFINITY);
+        m.observe(-1.0, -1.0);
+        assert_eq!(m.observations(), 0);
+        m.observe(10.0, 5.0); // lo > hi: clamped, still counted
+        assert_eq!(m.observations(), 1);
+        let q = m.quantile(0.5).unwrap();
+        assert!(q.is_finite() && q > 0.0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Whatever the (lognormal) distribution and scale, the warm plan keeps the median
+        /// lateness near the target and never polls a response more than a bounded number of times.
+        #[test]
+        fn warm_plan_meets_targets_for_any_lognormal(median in 0.5f64..3000.0, sigma in 0.02f64..0.12, seed in 0u64..1000) {
+            let mut rng = Rng(seed);
+            let mut m = ServiceTimeModel::with_prior(60.0);
+            let s = simulate(&mut m, 800, 400, 0.05, |_| rng.lognormal(median, sigma));
+            prop_assert!(s.mean_polls <= 6.0, "polls {}", s.mean_polls);
+            // A very narrow distribution fits inside one or two poll intervals, so where its
+            // median falls in them decides the median lateness: up to ~1.5x the target.
+            prop_assert!(s.p50 <= 0.08, "p50 {}", s.p50);
+            prop_assert!(s.p99 <= 0.15, "p99 {}", s.p99);
+        }
+
+        /// The plan always moves forward, by at least the minimum interval.
+        #[test]
+        fn plan_moves_forward(t in 0.0f64..1e6, obs in proptest::collection::vec((0.0f64..100.0, 0.0f64..100.0), 0..50)) {
+            let mut m = ServiceTimeModel::with_prior(60.0);
+            for (a, b) in obs { m.observe(a.min(b), a.max(b)); }
+            let warm = m.observations() >= WARM_OBSERVATIONS;
+            let next = plan_next(&mut m, t, 0.05, warm);
+            prop_assert!(next >= t + MIN_INTERVAL - 1e-12 && next.is_finite());
+        }
+    }
+}
