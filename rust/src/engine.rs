@@ -49,6 +49,8 @@ pub struct Metrics {
     pub samples_succeeded: AtomicU64,
     pub samples_failed: AtomicU64,
     pub cancels_sent: AtomicU64,
+    /// Scoped samples created again because their stored response was gone.
+    pub samples_recreated: AtomicU64,
 }
 
 impl Metrics {
@@ -65,6 +67,8 @@ impl Metrics {
             ("samples_succeeded", g(&self.samples_succeeded)),
             ("samples_failed", g(&self.samples_failed)),
             ("cancels_sent", g(&self.cancels_sent)),
+            ("samples_recreated", g(&self.samples_recreated)),
+            ("samples_cancelled_at_exit", crate::exit_cancel::EXIT_CANCELLED.load(Ordering::Relaxed)),
         ]
     }
 }
