@@ -195,3 +195,28 @@ def test_a_scoped_sample_whose_stored_response_is_gone_is_created_again(fresh_em
     assert sail_lite.engine_metrics()["samples_recreated"] - before == n
     stats = emu.stats()
     assert stats["creates"] == 2 * n and stats["duplicate_samples"] == 0
+
+
+def test_a_rerun_with_a_re_signed_lora_url_creates_its_samples_again(fresh_emulator):
+    """The key leaves a signed URL's signature out, but Sail compares request bodies: a rerun
+    whose checkpoint URL was signed again gets 400 idempotency_error, so the sample is created
+    again under a fresh derived key (counted), never a failed sample."""
+    from test_emulator_lora import adapter_config, archive
+
+    emu = fresh_emulator()
+    data = archive(8, 7)
+    first_url = emu.add_tinker_archive("run-1/sampler_weights/000080", data, ttl_seconds=600)
+    second_url = emu.add_tinker_archive("run-1/sampler_weights/000080", data, ttl_seconds=900)
+    assert first_url != second_url and first_url.split("?")[0] == second_url.split("?")[0]
+    before = sail_lite.engine_metrics()["samples_recreated"]
+
+    def completer(url):
+        return sail_completer(emu, tinker_lora_signed_url=url, adapter_config=adapter_config(8))
+
+    sample_many(completer(first_url), [PROMPT] * 2, "lora-scope")
+    sample_many(completer(first_url), [PROMPT] * 2, "lora-scope")
+    assert emu.stats()["creates"] == 2 and emu.stats()["idempotent_replays"] == 2
+    sample_many(completer(second_url), [PROMPT] * 2, "lora-scope")
+    stats = emu.stats()
+    assert stats["idempotency_conflicts"] == 2 and stats["creates"] == 4
+    assert sail_lite.engine_metrics()["samples_recreated"] - before == 2

@@ -349,7 +349,15 @@ impl Ctx {
         }
         // The create attempt itself is not raced against cancellation: abandoning it midway
         // would leave a sample we cannot name (and so cannot cancel) running on the server.
-        let created = self.with_retries("create", reqwest::Method::POST, &sampler.create_url, Some(body), key.as_deref(), key.is_some(), None).await?;
+        let created = match self.with_retries("create", reqwest::Method::POST, &sampler.create_url, Some(body), key.as_deref(), key.is_some(), None).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                // A scoped key stored with another body (e.g. the LoRA URL was signed again since
+                // the earlier run): that stored sample cannot be re-attached to, so it counts as gone.
+                self.gone = self.scoped && e.status == Some(400) && e.code.as_deref() == Some("idempotency_error");
+                return Err(e);
+            }
+        };
         let id = decode::response_id(&created).map_err(|v| SampleError::new(ErrorKind::Protocol, v.0))?;
         // A server may answer a create with a finished response; no poll needed then.
         let mut outcome = decode::decode_poll(&created, want_logprobs).unwrap_or(PollOutcome::Pending);
