@@ -35,6 +35,7 @@ from sail_lite.errors import (
 if TYPE_CHECKING:
     from sail_lite.completer import OpenAICompatibleTokenCompleter, SailTokenCompleter
     from sail_lite.sampling_client import SailSamplingClient
+    from sail_lite.scope import SamplingScope, current_scope, sampling_scope
 
 __all__ = [  # noqa: RUF022 - grouped by topic
     "__version__",
@@ -42,6 +43,9 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "OpenAICompatibleTokenCompleter",
     "SailSamplingClient",
     "engine_metrics",
+    "sampling_scope",
+    "SamplingScope",
+    "current_scope",
     "MissingDependencyError",
     "ProtocolError",
     "SailAPIStatusError",
@@ -65,6 +69,10 @@ _LAZY = {
     "SailTokenCompleter": "sail_lite.completer",
     "OpenAICompatibleTokenCompleter": "sail_lite.completer",
     "SailSamplingClient": "sail_lite.sampling_client",
+    # Sampling scopes: derived idempotency keys (sail_lite.scope; loaded on first use).
+    "sampling_scope": "sail_lite.scope",
+    "SamplingScope": "sail_lite.scope",
+    "current_scope": "sail_lite.scope",
     # Tinker helpers: import-light, but loaded on first use to keep `import sail_lite` minimal.
     **{
         name: "sail_lite.tinker"

@@ -15,7 +15,7 @@ import os
 import weakref
 from typing import Any
 
-from sail_lite import _core
+from sail_lite import _core, _exit
 from sail_lite.errors import SailEventLoopError, from_engine
 
 _request_ids = itertools.count(1)
@@ -48,10 +48,11 @@ class LoopBridge:
         max_tokens: int,
         stop_strings: list[str] | None,
         stop_token_ids: list[int] | None,
+        idempotency_key: str | None = None,
     ) -> tuple[int, asyncio.Future[Any]]:
         request_id = next(_request_ids)
         future = loop.create_future()
-        client.submit(self.hub, request_id, prompt, max_tokens, stop_strings, stop_token_ids)
+        client.submit(self.hub, request_id, prompt, max_tokens, stop_strings, stop_token_ids, idempotency_key)
         self.futures[request_id] = future
         return request_id, future
 
@@ -88,6 +89,7 @@ def bridge_for(loop: asyncio.AbstractEventLoop) -> LoopBridge:
     if loop.is_closed():
         raise SailEventLoopError("the event loop is closed; await the completer inside a running loop")
     bridge = LoopBridge(loop)
+    _exit.install()  # the first sample of this process: cancel what is in flight at exit
     _bridges[loop] = weakref.ref(bridge)
     weakref.finalize(bridge, bridge.hub.close)
     weakref.finalize(loop, bridge.hub.close)

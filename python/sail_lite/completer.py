@@ -15,7 +15,7 @@ import asyncio
 import os
 from typing import Any
 
-from sail_lite import _bridge, _core
+from sail_lite import _bridge, _core, _exit, scope
 from sail_lite import _validation as v
 from sail_lite.errors import MissingDependencyError, SailArgumentError
 
@@ -23,6 +23,7 @@ __all__ = ["SailTokenCompleter", "OpenAICompatibleTokenCompleter", "DEFAULT_SAIL
 
 DEFAULT_SAIL_API_URL = "https://api.sailresearch.com"
 DEFAULT_TIMEOUT_SECONDS = 60.0
+_ASAP_SCOPE_EXPECTED = "a scheduled completion window: 'asap' cannot carry idempotency keys, so it cannot be scoped"
 INSTALL_HINT = "pip install 'sail-lite[tinker]'  (or: pip install tinker tinker-cookbook)"
 
 
@@ -69,9 +70,14 @@ class _EngineCompleter(_TokenCompleterBase):  # type: ignore[misc, valid-type]
     def __init__(self, **config: Any) -> None:
         self._config = config
         self._client = _core.SamplerClient(**self._engine_arguments())
+        _exit.install()
 
     def _engine_arguments(self) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _idempotency_key(self, tokens: list[int], max_tokens: int, stop_strings: Any, stop_ids: Any) -> str | None:
+        """A sampling scope's derived key for this request, or None (a random one)."""
+        return None
 
     async def __call__(self, model_input: Any, stop: Any = None, *, max_tokens: int | None = None) -> Any:
         tokens = v.prompt_tokens(model_input)
@@ -87,9 +93,10 @@ class _EngineCompleter(_TokenCompleterBase):  # type: ignore[misc, valid-type]
                 )
             budget = min(budget, room)
         stop_strings, stop_ids = v.normalise_stop(stop)
+        key = self._idempotency_key(tokens, budget, stop_strings, stop_ids)
         loop = asyncio.get_running_loop()
         bridge = _bridge.bridge_for(loop)
-        request_id, future = bridge.submit(loop, self._client, tokens, budget, stop_strings, stop_ids)
+        request_id, future = bridge.submit(loop, self._client, tokens, budget, stop_strings, stop_ids, key)
         # The engine has copied the prompt: don't keep the list alive while the sample runs.
         del tokens
         try:
@@ -234,9 +241,13 @@ class SailTokenCompleter(_EngineCompleter):
         max_connections: int = 256,
         ca_bundle: str | None = None,
         poll_overhead: float = 0.05,
+        sampling_scope: scope.SamplingScope | str | None = None,
     ) -> None:
         _require_cookbook(type(self))
         window = v.require_str("completion_window", completion_window)
+        default_scope = scope.as_scope(sampling_scope)
+        if default_scope is not None and window == "asap":
+            raise SailArgumentError("sampling_scope", _ASAP_SCOPE_EXPECTED, window)
         lora = v.optional_str("lora", lora)
         signed_url = v.optional_str("tinker_lora_signed_url", tinker_lora_signed_url)
         if lora is not None and signed_url is not None:
@@ -266,8 +277,30 @@ class SailTokenCompleter(_EngineCompleter):
             "api_key": _resolve_api_key(api_key, "SAIL_API_KEY", required=True),
             "poll_timeout": v.optional_seconds("poll_timeout", poll_timeout),
             "poll_overhead": v.number_in("poll_overhead", poll_overhead, 0.001, 10.0),
+            "sampling_scope": None if default_scope is None else default_scope.name,
         }
+        self._default_scope = default_scope
         super().__init__(**config)
+
+    def _idempotency_key(self, tokens: list[int], max_tokens: int, stop_strings: Any, stop_ids: Any) -> str | None:
+        active = scope.active_scope(self._default_scope)
+        if active is None:
+            return None
+        c = self._config
+        if c["completion_window"] == "asap":
+            raise SailArgumentError("sampling_scope", _ASAP_SCOPE_EXPECTED, "asap")
+        fingerprint = scope.request_fingerprint(
+            model=c["model"],
+            completion_window=c["completion_window"],
+            prompt_tokens=tokens,
+            max_tokens=max_tokens,
+            temperature=c["temperature"],
+            top_p=c["top_p"],
+            stop=stop_strings if stop_strings else stop_ids,
+            metadata=self._request_metadata(),
+            request_logprobs=c["request_logprobs"],
+        )
+        return active.idempotency_key(fingerprint)
 
     def _request_metadata(self) -> dict[str, str]:
         c = self._config
@@ -299,6 +332,11 @@ class SailTokenCompleter(_EngineCompleter):
     def completion_window(self) -> str:
         return self._config["completion_window"]
 
+    @property
+    def sampling_scope(self) -> scope.SamplingScope | None:
+        """The default scope (a ``with sampling_scope(...)`` block overrides it)."""
+        return self._default_scope
+
     def _public_config(self) -> dict[str, Any]:
         c = self._config
         shown: dict[str, Any] = {
@@ -313,6 +351,8 @@ class SailTokenCompleter(_EngineCompleter):
             shown["tinker_lora_signed_url"] = "<signed url>"
         if c["tinker_lora_name"] is not None:
             shown["tinker_lora_name"] = c["tinker_lora_name"]
+        if c["sampling_scope"] is not None:
+            shown["sampling_scope"] = c["sampling_scope"]
         return shown
 
 

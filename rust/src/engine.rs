@@ -42,6 +42,8 @@ pub struct Metrics {
     /// Creates and polls started (Responses protocol), so requests per sample can be read.
     pub creates: AtomicU64,
     pub polls: AtomicU64,
+    /// Scoped samples created again because their stored response was gone.
+    pub samples_recreated: AtomicU64,
 }
 
 impl Metrics {
@@ -60,6 +62,8 @@ impl Metrics {
             ("cancels_sent", g(&self.cancels_sent)),
             ("creates", g(&self.creates)),
             ("polls", g(&self.polls)),
+            ("samples_recreated", g(&self.samples_recreated)),
+            ("samples_cancelled_at_exit", crate::exit_cancel::EXIT_CANCELLED.load(Ordering::Relaxed)),
         ]
     }
 }

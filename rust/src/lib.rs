@@ -1,12 +1,13 @@
 //! `sail_lite._core`: the Rust engine behind sail-lite.
 //!
 //! Pure modules (no Python): `retry`, `poll_planner`, `decode`, `request_body`,
-//! `sample_error`, `hub`, `transport`, `http1`, `engine`, `sampler`. Binding modules: `py_api`, `emulator_py`.
+//! `sample_error`, `hub`, `transport`, `http1`, `engine`, `exit_cancel`, `sampler`. Binding modules: `py_api`, `emulator_py`.
 
 use pyo3::prelude::*;
 
 pub mod decode;
 pub mod engine;
+pub mod exit_cancel;
 pub mod http1;
 pub mod hub;
 pub mod poll_planner;

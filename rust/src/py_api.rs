@@ -117,7 +117,9 @@ impl SamplerClient {
     }
 
     /// Start one sample; its completion arrives through `hub`'s pipe under `request_id`.
-    #[pyo3(signature = (hub, request_id, prompt, max_tokens, stop_strings=None, stop_token_ids=None))]
+    /// `idempotency_key` (a sampling scope's derived key) replaces the random per-sample key.
+    #[pyo3(signature = (hub, request_id, prompt, max_tokens, stop_strings=None, stop_token_ids=None, idempotency_key=None))]
+    #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
         py: Python<'_>,
@@ -127,7 +129,11 @@ impl SamplerClient {
         max_tokens: u32,
         stop_strings: Option<Vec<String>>,
         stop_token_ids: Option<&Bound<'_, PyAny>>,
+        idempotency_key: Option<String>,
     ) -> PyResult<()> {
+        if let Some(key) = &idempotency_key {
+            check_idempotency_key(py, key, &self.sampler)?;
+        }
         let prompt = token_ids(py, "model_input", prompt, 1, MAX_PROMPT_TOKENS)?;
         let stop = match (stop_strings, stop_token_ids) {
             (Some(s), _) if !s.is_empty() => Stop::Strings(s),
@@ -140,7 +146,7 @@ impl SamplerClient {
             .inner
             .register(request_id)
             .ok_or_else(|| PyRuntimeError::new_err("this event loop's completion hub is closed"))?;
-        let job = SampleJob { request_id, prompt, max_tokens, stop };
+        let job = SampleJob { request_id, prompt, max_tokens, stop, idempotency_key };
         engine.handle.spawn(sampler::run(engine, pool, self.sampler.clone(), hub.inner.clone(), job, cancel));
         Ok(())
     }
@@ -150,6 +156,19 @@ impl SamplerClient {
         let c = &self.sampler.config;
         format!("SamplerClient(protocol={:?}, origin={:?}, model={:?})", c.protocol, self.http_key.origin, c.defaults.model)
     }
+}
+
+/// Sail's limits on an `Idempotency-Key` (<= 255 visible ASCII characters, room left for a
+/// re-creation suffix), and only where keys may be sent (not `asap`, not `/completions`).
+fn check_idempotency_key(py: Python<'_>, key: &str, sampler: &Sampler) -> PyResult<()> {
+    if !sampler.uses_idempotency_key() {
+        let expected = "a scheduled completion window (not 'asap', whose models reject idempotency keys) on the Responses protocol";
+        return Err(argument_error(py, "sampling_scope", expected, None));
+    }
+    if key.is_empty() || key.len() > 240 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(argument_error(py, "idempotency_key", "1 to 240 visible ASCII characters", None));
+    }
+    Ok(())
 }
 
 /// Fail at construction, not at the first sample, on a CA bundle that cannot be used.
@@ -273,6 +292,14 @@ fn completion_tuple<'py>(py: Python<'py>, c: Completion) -> PyResult<Bound<'py, 
     }
 }
 
+/// Cancel this process's unscoped in-flight samples on the server and wait, at most
+/// `timeout` seconds (the GIL released), until those cancels were sent. For exit hooks.
+#[pyfunction]
+fn cancel_unscoped_samples(py: Python<'_>, timeout: f64) -> usize {
+    let limit = Duration::from_secs_f64(if timeout.is_finite() { timeout.clamp(0.0, 3600.0) } else { 0.0 });
+    py.detach(|| crate::exit_cancel::cancel_all_and_wait(limit))
+}
+
 /// Process-wide engine counters (for summaries and tests).
 #[pyfunction]
 fn engine_metrics(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
@@ -289,5 +316,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SamplerClient>()?;
     m.add_class::<CompletionHub>()?;
     m.add_function(wrap_pyfunction!(engine_metrics, m)?)?;
+    m.add_function(wrap_pyfunction!(cancel_unscoped_samples, m)?)?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 use crate::decode::{self, PollOutcome};
 use crate::engine::{Engine, HttpPool, Metrics};
+use crate::exit_cancel;
 use crate::hub::{Completion, Hub, SampleOutput, SampleStats};
 use crate::poll_planner::PollPlanner;
 use crate::request_body::{self, SamplingDefaults, Stop};
@@ -74,7 +75,7 @@ impl Sampler {
     }
 
     /// Idempotency keys go only on scheduled windows: asap-only models reject keyed creates.
-    fn uses_idempotency_key(&self) -> bool {
+    pub(crate) fn uses_idempotency_key(&self) -> bool {
         self.config.protocol == Protocol::Responses && self.config.completion_window != "asap"
     }
 }
@@ -97,13 +98,22 @@ pub struct SampleJob {
     pub prompt: Vec<u32>,
     pub max_tokens: u32,
     pub stop: Stop,
+    /// A caller-derived key (a sampling scope): replays the stored sample of an earlier run,
+    /// and the sample is left running on the server when abandoned. None: a random key.
+    pub idempotency_key: Option<String>,
 }
+
+/// How many times a scoped sample whose stored response is gone is created again.
+const MAX_RECREATES: u32 = 3;
 
 /// Run one sample to its end and hand the result to the hub.
 pub async fn run(engine: &'static Engine, pool: HttpPool, sampler: Arc<Sampler>, hub: Arc<Hub>, job: SampleJob, cancel: CancellationToken) {
     Metrics::add(&engine.metrics.samples_started, 1);
     let request_id = job.request_id;
-    let mut ctx = Ctx { engine, pool, sampler, cancel, stats: SampleStats::default(), started: Instant::now(), poll_hint: None };
+    let scoped = job.idempotency_key.is_some();
+    // Unscoped samples are cancelled on the server when the process exits; scoped ones stay.
+    let _exit_guard = (!scoped && sampler.config.protocol == Protocol::Responses).then(|| exit_cancel::track_sample(&cancel));
+    let mut ctx = Ctx { engine, pool, sampler, cancel, stats: SampleStats::default(), started: Instant::now(), scoped, gone: false, poll_hint: None };
     let work = async {
         match ctx.sampler.config.protocol {
             Protocol::Responses => ctx.run_response(job).await,
@@ -130,6 +140,11 @@ struct Ctx {
     started: Instant,
     /// A server's Retry-After on the last successful answer (a pending poll): when to look again.
     poll_hint: Option<Duration>,
+    /// The caller's key (a sampling scope): never cancel on the server, re-create when gone.
+    scoped: bool,
+    /// Set when a scoped sample's stored response turned out gone (404, or already cancelled
+    /// or expired when re-attached): the sample is created again under a fresh key.
+    gone: bool,
 }
 
 /// Why a wait ended early.
@@ -271,15 +286,48 @@ impl Ctx {
     }
 
     async fn run_response(&mut self, job: SampleJob) -> Result<SampleOutput, SampleError> {
+        let body = Bytes::from(request_body::responses_create(&self.sampler.config.defaults, &job.prompt, job.max_tokens, &job.stop));
+        let Some(scope_key) = job.idempotency_key else {
+            drop(job);
+            let key = self.sampler.uses_idempotency_key().then(new_idempotency_key);
+            return self.create_and_poll(body, key).await;
+        };
+        drop(job.prompt);
+        let mut recreated = 0u32;
+        loop {
+            // A re-created sample gets a fresh key derived from the scope's, so it cannot land
+            // on the gone response's reservation again (and a rerun derives the same keys).
+            let key = if recreated == 0 { scope_key.clone() } else { format!("{scope_key}~r{recreated}") };
+            self.gone = false;
+            let result = self.create_and_poll(body.clone(), Some(key)).await;
+            if !(result.is_err() && self.gone && recreated < MAX_RECREATES) || self.cancel.is_cancelled() {
+                return result;
+            }
+            recreated += 1;
+            Metrics::add(&self.engine.metrics.samples_recreated, 1);
+        }
+    }
+
+    /// Create one response (under `key`) and poll it to its end.
+    async fn create_and_poll(&mut self, body: Bytes, key: Option<String>) -> Result<SampleOutput, SampleError> {
         let sampler = self.sampler.clone();
         let want_logprobs = sampler.config.defaults.request_logprobs;
-        let body = Bytes::from(request_body::responses_create(&sampler.config.defaults, &job.prompt, job.max_tokens, &job.stop));
-        drop(job);
-        let key = sampler.uses_idempotency_key().then(new_idempotency_key);
+        if self.cancel.is_cancelled() {
+            // Abandoned before its create was sent (e.g. at exit): nothing to start or cancel.
+            return Err(cancelled_error(None));
+        }
         // The create attempt itself is not raced against cancellation: abandoning it midway
         // would leave a sample we cannot name (and so cannot cancel) running on the server.
         Metrics::add(&self.engine.metrics.creates, 1);
-        let created = self.with_retries("create", reqwest::Method::POST, &sampler.create_url, Some(body), key.as_deref(), key.is_some(), None).await?;
+        let created = match self.with_retries("create", reqwest::Method::POST, &sampler.create_url, Some(body), key.as_deref(), key.is_some(), None).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                // A scoped key stored with another body (e.g. the LoRA URL was signed again since
+                // the earlier run): that stored sample cannot be re-attached to, so it counts as gone.
+                self.gone = self.scoped && e.status == Some(400) && e.code.as_deref() == Some("idempotency_error");
+                return Err(e);
+            }
+        };
         // Service time is measured from here: polls are planned, and completions learned, on it.
         let created_at = Instant::now();
         let mut last_pending = Duration::ZERO;
@@ -288,6 +336,8 @@ impl Ctx {
         check_response_id(&id).map_err(|m| SampleError::new(ErrorKind::Protocol, m).with_response_id(Some(&id)))?;
         // A server may answer a create with a finished response; no poll needed then.
         let mut outcome = decode::decode_poll(&created, want_logprobs).unwrap_or(PollOutcome::Pending);
+        // A scoped create that re-attached to a response already cancelled or expired: gone.
+        self.gone = self.scoped && matches!(outcome, PollOutcome::Cancelled | PollOutcome::Expired);
         let poll_url = sampler.response_url(&id, None);
         loop {
             match outcome {
@@ -347,6 +397,7 @@ impl Ctx {
                     if e.kind != ErrorKind::Expired {
                         self.spawn_server_cancel(&id);
                     }
+                    self.gone = self.scoped && e.status == Some(404);
                     return Err(e);
                 }
             };
@@ -382,11 +433,17 @@ impl Ctx {
         if check_response_id(id).is_err() {
             return;
         }
+        if self.scoped {
+            // Left running on purpose: a rerun of the scope re-attaches to it.
+            return;
+        }
+        let in_progress = exit_cancel::track_server_cancel();
         let url = self.sampler.response_url(id, Some("cancel"));
         let pool = self.pool.clone();
         let sampler = self.sampler.clone();
         let engine = self.engine;
         engine.handle.spawn(async move {
+            let _in_progress = in_progress;
             for attempt in 0..retry::CANCEL_ATTEMPTS {
                 Metrics::add(&engine.metrics.http_requests, 1);
                 // The transport holds a connection slot for the request only, never through
