@@ -96,7 +96,9 @@ class HostileServer:
     n-th create / the n-th poll of a response; cancels get a valid 200."""
 
     def __init__(self, poll: Callable[[str, int], Action], create: Callable[[int], Action] | None = None) -> None:
-        self.poll, self.create = poll, create or (lambda n: json_reply(202, {"id": f"resp_{n}", "status": "queued"}))
+        # The create's poll-after hint keeps the client from waiting out its cold-start plan
+        # (seconds, at a real window's scale) before each scripted poll reply.
+        self.poll, self.create = poll, create or (lambda n: json_reply(202, {"id": f"resp_{n}", "status": "queued"}, ("retry-after-ms: 5",)))
         self.requests: list[tuple[str, str]] = []
         self.connections = 0
         self.lock = threading.Lock()
