@@ -19,8 +19,10 @@ from sail_lite.errors import (
     SailArgumentError,
     SailAuthenticationError,
     SailConnectionError,
+    SailEngineError,
     SailError,
     SailEventLoopError,
+    SailInternalError,
     SailProtocolError,
     SailRateLimitError,
     SailResponseCancelledError,
@@ -32,6 +34,24 @@ from sail_lite.errors import (
 
 if TYPE_CHECKING:
     from sail_lite.completer import OpenAICompatibleTokenCompleter, SailTokenCompleter
+    from sail_lite.tinker import (
+        AdapterConfigError,
+        SignedUrlExpiredError,
+        SignedUrlUnavailableError,
+        TinkerCheckpoint,
+        TinkerCheckpointError,
+        TinkerPath,
+        TinkerPathError,
+        adapter_config_json,
+        get_tinker_checkpoint_signed_url_async,
+        load_adapter_config,
+        openai_base_url,
+        openai_client_kwargs,
+        parse_tinker_path,
+        resolve_tinker_checkpoint,
+        sail_completer_for_checkpoint,
+        validate_openai_model,
+    )
 
 __all__ = [  # noqa: RUF022 - grouped by topic
     "__version__",
@@ -44,8 +64,10 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "SailArgumentError",
     "SailAuthenticationError",
     "SailConnectionError",
+    "SailEngineError",
     "SailError",
     "SailEventLoopError",
+    "SailInternalError",
     "SailProtocolError",
     "SailRateLimitError",
     "SailResponseCancelledError",
@@ -84,6 +106,12 @@ _LAZY = {
 
 
 __all__ += [name for name, module in _LAZY.items() if module == "sail_lite.tinker"]
+
+
+def __dir__() -> list[str]:
+    # What tab completion and introspection should find: the public names (lazy ones
+    # included), not this module's helpers.
+    return sorted({*__all__, *(name for name in globals() if name.startswith("__") and name.endswith("__"))})
 
 
 def __getattr__(name: str) -> Any:

@@ -13,9 +13,9 @@ import asyncio
 import itertools
 import os
 import weakref
-from typing import Any
 
-from sail_lite import _core
+from sail_lite import _core, _logging
+from sail_lite._redact import Redactor
 from sail_lite.errors import SailEventLoopError, from_engine
 
 _request_ids = itertools.count(1)
@@ -24,13 +24,17 @@ _request_ids = itertools.count(1)
 class LoopBridge:
     """The completion hub of one event loop (holds no reference to the loop itself)."""
 
-    __slots__ = ("hub", "futures", "pid", "__weakref__")
+    __slots__ = ("hub", "futures", "pid", "log_threshold", "__weakref__")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.hub = _core.CompletionHub()
         # Strong: a pending sample keeps its future (and so its task) alive, like any awaited I/O.
-        self.futures: dict[int, asyncio.Future[Any]] = {}
+        # Each future is kept with its completer's redactor, which masks that completer's
+        # secrets in whatever the engine reports for it.
+        self.futures: dict[int, tuple[asyncio.Future[_core.Completion], Redactor]] = {}
         self.pid = os.getpid()
+        self.log_threshold = _logging.engine_threshold()
+        self.hub.set_log_level(self.log_threshold)
         try:
             loop.add_reader(self.hub.fd, self._on_wake)
         except NotImplementedError as exc:  # e.g. Windows' proactor loop
@@ -43,17 +47,22 @@ class LoopBridge:
     def submit(
         self,
         loop: asyncio.AbstractEventLoop,
-        client: Any,
-        prompt: Any,
+        client: _core.SamplerClient,
+        redactor: Redactor,
+        prompt: list[int],
         max_tokens: int,
         stop_strings: list[str] | None,
         stop_token_ids: list[int] | None,
-    ) -> tuple[int, asyncio.Future[Any]]:
+    ) -> tuple[int, asyncio.Future[_core.Completion]]:
         request_id = next(_request_ids)
-        future = loop.create_future()
+        future: asyncio.Future[_core.Completion] = loop.create_future()
         client.submit(self.hub, request_id, prompt, max_tokens, stop_strings, stop_token_ids)
-        self.futures[request_id] = future
+        self.futures[request_id] = (future, redactor)
         return request_id, future
+
+    def _redactor_for(self, request_id: int) -> Redactor | None:
+        pending = self.futures.get(request_id)
+        return None if pending is None else pending[1]
 
     def cancel(self, request_id: int) -> None:
         """The awaiting task gave up: stop the sample (and cancel it server-side)."""
@@ -62,14 +71,31 @@ class LoopBridge:
 
     def _on_wake(self) -> None:
         futures = self.futures
-        for request_id, tokens, logprobs, stop_reason, response_id, error, retries in self.hub.drain():
-            future = futures.pop(request_id, None)
-            if future is None or future.done():
+        hub = self.hub
+        completions = hub.drain()
+        # Once per wake-up (not per sample): follow changes of the logger's level, and log
+        # what the engine queued (before the completions it led to).
+        threshold = _logging.engine_threshold()
+        changed = threshold != self.log_threshold
+        if changed:
+            self.log_threshold = threshold
+            hub.set_log_level(threshold)
+        if changed or threshold != _logging.OFF:
+            events = hub.drain_events()
+            if events:
+                _logging.emit_events(events, self._redactor_for)
+        for completion in completions:
+            pending = futures.pop(completion.request_id, None)
+            if pending is None:
                 continue
+            future, redactor = pending
+            if future.done():
+                continue
+            error = completion.error
             if error is None:
-                future.set_result((tokens, logprobs, stop_reason, response_id, retries))
+                future.set_result(completion)
             else:
-                future.set_exception(from_engine(*error))
+                future.set_exception(from_engine(error, redactor))
 
 
 # Weak both ways: the loop owns its bridge (through its add_reader registration), so a closed,

@@ -17,6 +17,7 @@ from typing import Any
 
 from sail_lite import _bridge, _core
 from sail_lite import _validation as v
+from sail_lite._redact import Redactor
 from sail_lite.errors import MissingDependencyError, SailArgumentError
 
 __all__ = ["SailTokenCompleter", "OpenAICompatibleTokenCompleter", "DEFAULT_SAIL_API_URL"]
@@ -63,11 +64,12 @@ def _require_cookbook(cls: type) -> None:
 class _EngineCompleter(_TokenCompleterBase):  # type: ignore[misc, valid-type]
     """What both completers share: the engine client, the call path, pickling."""
 
-    _protocol: str = ""
     _config: dict[str, Any]
 
     def __init__(self, **config: Any) -> None:
         self._config = config
+        # What must never be shown, whatever a server echoes back (see sail_lite._redact).
+        self._redactor = Redactor((config.get("api_key"), config.get("tinker_lora_signed_url")))
         self._client = _core.SamplerClient(**self._engine_arguments())
 
     def _engine_arguments(self) -> dict[str, Any]:  # pragma: no cover - abstract
@@ -89,15 +91,15 @@ class _EngineCompleter(_TokenCompleterBase):  # type: ignore[misc, valid-type]
         stop_strings, stop_ids = v.normalise_stop(stop)
         loop = asyncio.get_running_loop()
         bridge = _bridge.bridge_for(loop)
-        request_id, future = bridge.submit(loop, self._client, tokens, budget, stop_strings, stop_ids)
+        request_id, future = bridge.submit(loop, self._client, self._redactor, tokens, budget, stop_strings, stop_ids)
         # The engine has copied the prompt: don't keep the list alive while the sample runs.
         del tokens
         try:
-            sampled, logprobs, stop_reason, _response_id, _retries = await future
+            completion = await future
         except asyncio.CancelledError:
             bridge.cancel(request_id)
             raise
-        return _TokensWithLogprobs(tokens=sampled, maybe_logprobs=logprobs, stop_reason=stop_reason)
+        return _TokensWithLogprobs(tokens=completion.tokens, maybe_logprobs=completion.logprobs, stop_reason=completion.stop_reason)
 
     # --- configuration ---------------------------------------------------------------
     @property
@@ -135,8 +137,9 @@ def _resolve_api_key(api_key: Any, env_var: str, *, required: bool) -> str | Non
         if required:
             raise SailArgumentError("api_key", f"an API key: pass api_key=... or set {env_var}")
         return None
-    if not isinstance(api_key, str) or not api_key.strip() or not api_key.isprintable():
-        raise SailArgumentError("api_key", "a non-empty printable string")  # never echo the value
+    # It travels in an HTTP header: printable ASCII only. Never echo the value.
+    if not isinstance(api_key, str) or not api_key.strip() or not api_key.isascii() or not api_key.isprintable():
+        raise SailArgumentError("api_key", "a non-empty string of printable ASCII characters")
     return api_key
 
 
@@ -202,8 +205,6 @@ class SailTokenCompleter(_EngineCompleter):
     (each HTTP attempt, default 60 s), ``max_retries``, ``context_window``,
     ``max_connections`` (concurrent HTTP requests) and ``ca_bundle`` (extra trusted CAs, PEM).
     """
-
-    _protocol = "responses"
 
     def __init__(
         self,
@@ -318,8 +319,6 @@ class OpenAICompatibleTokenCompleter(_EngineCompleter):
     and may be omitted for servers without auth. A retried request may be computed twice by
     the server (``/completions`` has no idempotency keys); nothing is billed twice by Sail.
     """
-
-    _protocol = "completions"
 
     def __init__(
         self,

@@ -4,7 +4,7 @@
 use crate::decode::{self, PollOutcome};
 use crate::engine::{Engine, HttpPool, Metrics};
 use crate::http1::{self, Http1Pool};
-use crate::hub::{Completion, Hub, SampleOutput, SampleStats};
+use crate::hub::{Completion, Event, Hub, SampleOutput, SampleStats, DEBUG, INFO};
 use crate::poll_schedule::PollSchedule;
 use crate::request_body::{self, SamplingDefaults, Stop};
 use crate::retry::{self, RetryPolicy};
@@ -101,7 +101,7 @@ pub struct SampleJob {
 pub async fn run(engine: &'static Engine, pool: HttpPool, sampler: Arc<Sampler>, hub: Arc<Hub>, job: SampleJob, cancel: CancellationToken) {
     Metrics::add(&engine.metrics.samples_started, 1);
     let request_id = job.request_id;
-    let mut ctx = Ctx { engine, pool, sampler, cancel, stats: SampleStats::default(), started: Instant::now() };
+    let mut ctx = Ctx { engine, pool, sampler, hub: hub.clone(), request_id, cancel, stats: SampleStats::default(), started: Instant::now() };
     let work = async {
         match ctx.sampler.config.protocol {
             Protocol::Responses => ctx.run_response(job).await,
@@ -114,6 +114,19 @@ pub async fn run(engine: &'static Engine, pool: HttpPool, sampler: Arc<Sampler>,
         Ok(result) => result,
         Err(panic) => Err(SampleError::new(ErrorKind::Internal, format!("internal error in the sail-lite engine: {}", panic_message(&panic)))),
     };
+    if let Err(e) = &result {
+        let kind = match e.kind {
+            ErrorKind::Failed => Some("response_failed"),
+            ErrorKind::Expired => Some("response_expired"),
+            _ => None,
+        };
+        if let Some(kind) = kind.filter(|_| hub.logs(INFO)) {
+            let mut event = Event::new(INFO, kind, request_id, e.message.clone());
+            event.status = e.status;
+            event.response_id = e.response_id.clone();
+            hub.push_event(event);
+        }
+    }
     let m = &engine.metrics;
     Metrics::add(if result.is_ok() { &m.samples_succeeded } else { &m.samples_failed }, 1);
     hub.push(Completion { request_id, result, stats: ctx.stats });
@@ -123,6 +136,9 @@ struct Ctx {
     engine: &'static Engine,
     pool: HttpPool,
     sampler: Arc<Sampler>,
+    /// Where log events go (only while the loop's logger would emit them).
+    hub: Arc<Hub>,
+    request_id: u64,
     cancel: CancellationToken,
     stats: SampleStats,
     started: Instant,
@@ -136,7 +152,7 @@ enum Abort {
 
 /// One failed HTTP attempt, classified for the retry decision.
 enum AttemptFailure {
-    Status { status: u16, code: Option<String>, message: String, retry_after: Option<Duration> },
+    Status { status: u16, code: Option<String>, error_type: Option<String>, message: String, retry_after: Option<Duration> },
     /// Never reached the server: always safe to retry.
     Connect(String),
     /// The server's certificate was rejected: retrying cannot help.
@@ -189,9 +205,9 @@ impl Ctx {
         if (200..300).contains(&status) {
             return Ok(answer.body);
         }
-        let (code, message) = decode::decode_error_body(&answer.body);
+        let decode::ErrorBody { code, error_type, message } = decode::decode_error_body(&answer.body);
         let retry_after = retry::parse_retry_after(answer.retry_after_ms.as_deref(), answer.retry_after.as_deref(), SystemTime::now());
-        Err(AttemptFailure::Status { status, code, message, retry_after })
+        Err(AttemptFailure::Status { status, code, error_type, message, retry_after })
     }
 
     async fn send_http1(
@@ -280,6 +296,17 @@ impl Ctx {
                 return Err(SampleError { attempts: retry + 1, ..err });
             }
             let delay = policy.delay(retry, hint, self.unit_random());
+            if self.hub.logs(INFO) {
+                let (attempt, max_attempts) = (retry + 1, policy.max_retries.saturating_add(1));
+                let message = format!("{}; retrying in {:.3} s (attempt {attempt} of {max_attempts})", err.message, delay.as_secs_f64());
+                let mut event = Event::new(INFO, "retry", self.request_id, message);
+                event.status = err.status;
+                event.attempt = attempt;
+                event.max_attempts = max_attempts;
+                event.delay = Some(delay.as_secs_f64());
+                event.response_id = response_id.map(str::to_owned);
+                self.hub.push_event(event);
+            }
             // A server hint longer than the time we have left is not slept through.
             if self.remaining().is_some_and(|rem| delay >= rem) {
                 let mut e = err;
@@ -324,6 +351,11 @@ impl Ctx {
                     return Err(e.with_response_id(Some(&id)));
                 }
                 PollOutcome::Cancelled => {
+                    if self.hub.logs(INFO) {
+                        let mut event = Event::new(INFO, "response_cancelled", self.request_id, format!("response {id} was cancelled by the server"));
+                        event.response_id = Some(id.clone());
+                        self.hub.push_event(event);
+                    }
                     return Err(SampleError::new(ErrorKind::Cancelled, format!("response {id} was cancelled by the server")).with_response_id(Some(&id)))
                 }
                 PollOutcome::Expired => {
@@ -384,6 +416,11 @@ impl Ctx {
 
     /// Best effort: tell the server to stop (and stop billing) a sample nobody waits for.
     fn spawn_server_cancel(&self, id: &str) {
+        if self.hub.logs(DEBUG) {
+            let mut event = Event::new(DEBUG, "server_cancel", self.request_id, format!("asking the server to cancel response {id}"));
+            event.response_id = Some(id.to_owned());
+            self.hub.push_event(event);
+        }
         let url = self.sampler.response_url(id, Some("cancel"));
         let pool = self.pool.clone();
         let headers = self.sampler.auth_headers.clone();
@@ -433,7 +470,7 @@ fn classify(what: &str, failure: AttemptFailure, reached_server_retry: bool) -> 
             let kind = if timeout { ErrorKind::Timeout } else { ErrorKind::Connection };
             (reached_server_retry, None, SampleError::new(kind, format!("{what}: {message}")))
         }
-        AttemptFailure::Status { status, code, message, retry_after } => {
+        AttemptFailure::Status { status, code, error_type, message, retry_after } => {
             // A 429 is the server refusing the request outright, so even an unkeyed create may retry it.
             let retryable = retry::is_transient_status(status) && (reached_server_retry || status == 429);
             let shown = if message.is_empty() { String::new() } else { format!(": {message}") };
@@ -441,6 +478,7 @@ fn classify(what: &str, failure: AttemptFailure, reached_server_retry: bool) -> 
             let mut e = SampleError::new(ErrorKind::Status, format!("{what} failed with HTTP {status}{code_part}{shown}"));
             e.status = Some(status);
             e.code = code;
+            e.error_type = error_type;
             (retryable, retry_after, e)
         }
     }
