@@ -80,7 +80,7 @@ def test_dir_lists_the_public_names_lazy_ones_included():
 
 def test_engine_error_kinds_map_one_to_one_onto_classes():
     stub = pathlib.Path(sail_lite.__file__).with_name("_core.pyi").read_text()
-    kinds_line = next(line for line in stub.splitlines() if line.startswith("ErrorKind = Literal["))
+    kinds_line = next(line for line in stub.splitlines() if line.startswith("_ErrorKind = Literal["))
     kinds = set(ast.literal_eval(kinds_line.split("Literal", 1)[1]))
     classes = sail_lite.errors.ENGINE_ERROR_CLASSES
     assert set(classes) == kinds

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
         validate_openai_model,
     )
 
-__all__ = [  # noqa: RUF022 - grouped by topic
+__all__ = [
     "__version__",
     "SailTokenCompleter",
     "OpenAICompatibleTokenCompleter",
@@ -75,6 +75,23 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "SailResponseExpiredError",
     "SailResponseFailedError",
     "SailTimeoutError",
+    # Tinker helpers (loaded on first use)
+    "get_tinker_checkpoint_signed_url_async",
+    "sail_completer_for_checkpoint",
+    "resolve_tinker_checkpoint",
+    "TinkerCheckpoint",
+    "parse_tinker_path",
+    "TinkerPath",
+    "load_adapter_config",
+    "adapter_config_json",
+    "validate_openai_model",
+    "openai_base_url",
+    "openai_client_kwargs",
+    "TinkerCheckpointError",
+    "SignedUrlUnavailableError",
+    "SignedUrlExpiredError",
+    "TinkerPathError",
+    "AdapterConfigError",
 ]
 
 _LAZY = {
@@ -103,9 +120,6 @@ _LAZY = {
         )
     },
 }
-
-
-__all__ += [name for name, module in _LAZY.items() if module == "sail_lite.tinker"]
 
 
 def __dir__() -> list[str]:

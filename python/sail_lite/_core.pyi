@@ -3,14 +3,25 @@
 from collections.abc import Sequence
 from typing import Final, Literal, final
 
+__all__ = [
+    "__version__",
+    "SamplerClient",
+    "CompletionHub",
+    "Completion",
+    "EngineError",
+    "EngineEvent",
+    "engine_metrics",
+    "EmulatorServer",
+]
+
 __version__: Final[str]
 
-#: The engine's error kinds (rust/src/sample_error.rs), one ``sail_lite.errors`` class each.
-ErrorKind = Literal["status", "timeout", "connection", "failed", "cancelled", "expired", "protocol", "internal"]
-#: Why a sample stopped: a stop condition, or the token budget.
-StopReason = Literal["stop", "length"]
-#: What an engine log event reports (see ``sail_lite._logging``).
-EventKind = Literal["retry", "server_cancel", "response_failed", "response_cancelled", "response_expired"]
+# The engine's error kinds (rust/src/sample_error.rs), one ``sail_lite.errors`` class each.
+_ErrorKind = Literal["status", "timeout", "connection", "failed", "cancelled", "expired", "protocol", "internal"]
+# Why a sample stopped: a stop condition, or the token budget.
+_StopReason = Literal["stop", "length"]
+# What an engine log event reports (see ``sail_lite._logging``).
+_EventKind = Literal["retry", "server_cancel", "response_failed", "response_cancelled", "response_expired"]
 
 @final
 class SamplerClient:
@@ -57,7 +68,7 @@ class EngineError:
     quote a server and are not redacted: ``sail_lite.errors.from_engine`` redacts them."""
 
     @property
-    def kind(self) -> ErrorKind: ...
+    def kind(self) -> _ErrorKind: ...
     @property
     def message(self) -> str: ...
     @property
@@ -84,7 +95,7 @@ class Completion:
     @property
     def logprobs(self) -> list[float] | None: ...
     @property
-    def stop_reason(self) -> StopReason | None: ...
+    def stop_reason(self) -> _StopReason | None: ...
     @property
     def response_id(self) -> str | None: ...
     @property
@@ -102,7 +113,7 @@ class EngineEvent:
     def level(self) -> int:
         """A ``logging`` level: ``logging.INFO`` or ``logging.DEBUG``."""
     @property
-    def kind(self) -> EventKind: ...
+    def kind(self) -> _EventKind: ...
     @property
     def request_id(self) -> int: ...
     @property

@@ -55,6 +55,14 @@ def number_in(name: str, value: Any, low: float, high: float) -> float:
     return float(value)
 
 
+def seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """A finite number of seconds, > 0 (or >= 0 with ``allow_zero``)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        if value > 0 or (allow_zero and value == 0):
+            return float(value)
+    raise SailArgumentError(name, "a non-negative number of seconds" if allow_zero else "a positive number of seconds", value)
+
+
 def optional_seconds(name: str, value: Any) -> float | None:
     if value is None:
         return None

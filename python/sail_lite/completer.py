@@ -17,7 +17,7 @@ from typing import Any
 
 from sail_lite import _bridge, _core
 from sail_lite import _validation as v
-from sail_lite._redact import Redactor
+from sail_lite._redact import Redactor, redact_url
 from sail_lite.errors import MissingDependencyError, SailArgumentError
 
 __all__ = ["SailTokenCompleter", "OpenAICompatibleTokenCompleter", "DEFAULT_SAIL_API_URL"]
@@ -58,10 +58,10 @@ else:
 
 def _require_cookbook(cls: type) -> None:
     if isinstance(_cookbook, ImportError):
-        _CookbookMissing.__init__(cls.__new__(cls))
+        _CookbookMissing.__init__(object.__new__(cls))
 
 
-class _EngineCompleter(_TokenCompleterBase):  # type: ignore[misc, valid-type]
+class _EngineCompleter(_TokenCompleterBase):
     """What both completers share: the engine client, the call path, pickling."""
 
     _config: dict[str, Any]
@@ -104,11 +104,13 @@ class _EngineCompleter(_TokenCompleterBase):  # type: ignore[misc, valid-type]
     # --- configuration ---------------------------------------------------------------
     @property
     def model(self) -> str:
-        return self._config["model"]
+        model: str = self._config["model"]
+        return model
 
     @property
     def max_tokens(self) -> int:
-        return self._config["max_tokens"]
+        max_tokens: int = self._config["max_tokens"]
+        return max_tokens
 
     @property
     def context_window(self) -> int | None:
@@ -237,7 +239,7 @@ class SailTokenCompleter(_EngineCompleter):
             raise SailArgumentError("lora", "either lora (a Sail LoRA) or tinker_lora_signed_url, not both")
         if signed_url is not None:
             if not signed_url.startswith(("http://", "https://")):
-                raise SailArgumentError("tinker_lora_signed_url", "an http(s) signed archive URL", v.redact_url(signed_url))
+                raise SailArgumentError("tinker_lora_signed_url", "an http(s) signed archive URL", redact_url(signed_url))
             if adapter_config is None:
                 raise SailArgumentError("adapter_config", "the checkpoint's PEFT adapter config when tinker_lora_signed_url is set")
         config_json = v.adapter_config_json(adapter_config) if adapter_config is not None else None
@@ -289,7 +291,8 @@ class SailTokenCompleter(_EngineCompleter):
 
     @property
     def completion_window(self) -> str:
-        return self._config["completion_window"]
+        window: str = self._config["completion_window"]
+        return window
 
     def _public_config(self) -> dict[str, Any]:
         c = self._config

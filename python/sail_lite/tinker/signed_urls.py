@@ -28,8 +28,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, NoReturn
 
-from sail_lite.errors import SailArgumentError, SailError
 from sail_lite._redact import redact_secrets, redact_url
+from sail_lite._validation import seconds
+from sail_lite.errors import SailArgumentError, SailError
 from sail_lite.tinker.errors import (
     SignedUrlExpiredError,
     SignedUrlUnavailableError,
@@ -417,7 +418,8 @@ def _to_epoch(value: Any, tp: TinkerPath) -> float | None:
     if isinstance(value, _dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=_dt.UTC)
-        return value.timestamp()
+        timestamp: float = value.timestamp()
+        return timestamp
     if isinstance(value, bool):
         value = None
     elif isinstance(value, (int, float)) and math.isfinite(value):
@@ -501,13 +503,6 @@ def _checkpoint_from_result(
     )
 
 
-def _check_positive_seconds(value: object, argument: str, *, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and (value > 0 or (allow_zero and value == 0)):
-        return float(value)  # type: ignore[arg-type]
-    raise SailArgumentError(argument, "a non-negative number of seconds" if allow_zero else "a positive number of seconds", value)
-
-
 async def resolve_tinker_checkpoint(
     service_client_or_rest_client: Any,
     tinker_path: str | TinkerPath,
@@ -530,7 +525,7 @@ async def resolve_tinker_checkpoint(
     """
     tp = parse_tinker_path(tinker_path)
     ttl = validate_ttl_seconds(ttl_seconds)
-    unknown_expiry_seconds = _check_positive_seconds(unknown_expiry_seconds, "unknown_expiry_seconds")
+    unknown_expiry_seconds = seconds("unknown_expiry_seconds", unknown_expiry_seconds)
     now_fn = clock or time.time
     rest = await _rest_client_async(service_client_or_rest_client)
     method = _plan(rest, tp)
