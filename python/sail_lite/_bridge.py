@@ -55,10 +55,21 @@ class LoopBridge:
         stop_token_ids: list[int] | None,
     ) -> tuple[int, asyncio.Future[_core.Completion]]:
         request_id = next(_request_ids)
+        self._follow_log_level()
         future: asyncio.Future[_core.Completion] = loop.create_future()
         client.submit(self.hub, request_id, prompt, max_tokens, stop_strings, stop_token_ids)
         self.futures[request_id] = (future, redactor)
         return request_id, future
+
+    def _follow_log_level(self) -> bool:
+        """Tell the engine the logger's current threshold if it changed (at every submit and
+        wake-up: a few attribute reads). True if it changed."""
+        threshold = _logging.engine_threshold()
+        if threshold == self.log_threshold:
+            return False
+        self.log_threshold = threshold
+        self.hub.set_log_level(threshold)
+        return True
 
     def _redactor_for(self, request_id: int) -> Redactor | None:
         pending = self.futures.get(request_id)
@@ -73,14 +84,10 @@ class LoopBridge:
         futures = self.futures
         hub = self.hub
         completions = hub.drain()
-        # Once per wake-up (not per sample): follow changes of the logger's level, and log
-        # what the engine queued (before the completions it led to).
-        threshold = _logging.engine_threshold()
-        changed = threshold != self.log_threshold
-        if changed:
-            self.log_threshold = threshold
-            hub.set_log_level(threshold)
-        if changed or threshold != _logging.OFF:
+        # Log what the engine queued (before the completions it led to), and drop what was
+        # queued before logging was turned off.
+        changed = self._follow_log_level()
+        if changed or self.log_threshold != _logging.OFF:
             events = hub.drain_events()
             if events:
                 _logging.emit_events(events, self._redactor_for)

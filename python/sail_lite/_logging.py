@@ -7,7 +7,7 @@ server-side cancel we send at DEBUG. Signed-URL refreshes are logged by ``sail_l
 
 The engine produces events without touching Python: they are queued in the loop's
 completion hub, and only while this logger would emit them (the hub holds the effective
-level, refreshed at every wake-up), then logged here on the event loop's thread, in a batch,
+level, refreshed at every submit and wake-up), then logged here on the event loop's thread, in a batch,
 after redaction. With logging off, an event is never built.
 """
 
