@@ -87,8 +87,11 @@ def string_metadata(name: str, value: Any) -> dict[str, str]:
     return out
 
 
-def adapter_config_json(value: Any) -> str:
-    """The adapter config as compact JSON with sorted keys, as Sail expects it."""
+def adapter_config_object_json(value: Any) -> str:
+    """The completer's ``adapter_config`` (a dict or a JSON string) as the compact, key-sorted
+    JSON Sail expects, checking only that it is a JSON object: the completer passes what the
+    caller says through. :func:`sail_lite.tinker.adapter_config_json` is the strict one (it
+    also reads files and checks the PEFT fields Sail needs) for checkpoints resolved here."""
     if isinstance(value, str):
         try:
             value = json.loads(value)

@@ -242,7 +242,7 @@ class SailTokenCompleter(_EngineCompleter):
                 raise SailArgumentError("tinker_lora_signed_url", "an http(s) signed archive URL", redact_url(signed_url))
             if adapter_config is None:
                 raise SailArgumentError("adapter_config", "the checkpoint's PEFT adapter config when tinker_lora_signed_url is set")
-        config_json = v.adapter_config_json(adapter_config) if adapter_config is not None else None
+        config_json = v.adapter_config_object_json(adapter_config) if adapter_config is not None else None
         if window == "asap" and (lora is not None or signed_url is not None):
             raise SailArgumentError("completion_window", "a scheduled window (not 'asap') when sampling a LoRA", window)
         config = {

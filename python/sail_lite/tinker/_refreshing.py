@@ -21,21 +21,21 @@ from sail_lite.errors import SailArgumentError, SailError
 from sail_lite.tinker.errors import SignedUrlExpiredError
 from sail_lite.tinker.paths import TinkerPath, parse_tinker_path
 from sail_lite.tinker.signed_urls import (
+    DEFAULT_REFRESH_MARGIN_SECONDS,
+    DEFAULT_REFRESH_RETRY_SECONDS,
     DEFAULT_UNKNOWN_EXPIRY_SECONDS,
     TinkerCheckpoint,
-    _format_duration,
-    _rest_client_async,
+    format_duration,
     is_signed_url_expired_error,
     resolve_tinker_checkpoint,
     validate_ttl_seconds,
 )
+from sail_lite.tinker.tinker_compat import rest_client_async
 
 __all__ = ["RefreshingSailCompleter"]
 
 logger = logging.getLogger("sail_lite.tinker")
 
-DEFAULT_REFRESH_MARGIN_SECONDS = 300.0
-DEFAULT_REFRESH_RETRY_SECONDS = 30.0
 
 # Arguments the wrapper owns: the inner completer gets them from the resolved checkpoint.
 RESERVED_COMPLETER_KWARGS = frozenset({"lora", "tinker_lora_signed_url", "adapter_config"})
@@ -163,7 +163,7 @@ class RefreshingSailCompleter(TokenCompleter):
                 raise
             ck = self._checkpoint
             left = (
-                f"; Tinker says it is valid for {_format_duration(ck.seconds_left(self._now()))} more, "
+                f"; Tinker says it is valid for {format_duration(ck.seconds_left(self._now()))} more, "
                 "so check this machine's clock"
                 if ck is not None and ck.seconds_left(self._now()) > 0
                 else ""
@@ -273,7 +273,7 @@ class RefreshingSailCompleter(TokenCompleter):
 
     async def _resolve(self) -> TinkerCheckpoint:
         if self._rest_client is None:
-            self._rest_client = await _rest_client_async(None)
+            self._rest_client = await rest_client_async(None)
         checkpoint = await resolve_tinker_checkpoint(
             self._rest_client,
             self._path,
