@@ -66,7 +66,9 @@ def test_each_retry_is_logged_at_info_with_attempt_status_and_delay(caplog):
 @pytest.mark.timeout(60)
 def test_failed_response_and_server_cancel_are_logged(caplog):
     caplog.set_level(logging.DEBUG, logger="sail_lite")
-    failed = sail_script(lambda rid, n: Reply.json(200, {"id": rid, "status": "failed", "error": {"message": "model crashed", "code": "server_error"}}))
+    failed = sail_script(
+        lambda rid, n: Reply.json(200, {"id": rid, "status": "failed", "error": {"message": "model crashed", "code": "server_error"}})
+    )
     with ScriptedServer(failed) as server:
         with pytest.raises(sail_lite.SailResponseFailedError):
             sample(sail_completer(base_url=server.base_url, api_key=API_KEY))

@@ -24,7 +24,7 @@ _request_ids = itertools.count(1)
 class LoopBridge:
     """The completion hub of one event loop (holds no reference to the loop itself)."""
 
-    __slots__ = ("hub", "futures", "pid", "log_threshold", "__weakref__")
+    __slots__ = ("hub", "futures", "pid", "log_threshold", "_level_cache", "__weakref__")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.hub = _core.CompletionHub()
@@ -35,6 +35,10 @@ class LoopBridge:
         self.pid = os.getpid()
         self.log_threshold = _logging.engine_threshold()
         self.hub.set_log_level(self.log_threshold)
+        # The logger's isEnabledFor cache: `logging` empties it whenever a level changes
+        # (setLevel anywhere, logging.disable), so "empty" is a change detector that costs one
+        # attribute read per submit. Absent on another `logging`: wake-ups still follow.
+        self._level_cache: dict[int, bool] = getattr(_logging.logger, "_cache", {1: True})
         try:
             loop.add_reader(self.hub.fd, self._on_wake)
         except NotImplementedError as exc:  # e.g. Windows' proactor loop
@@ -55,15 +59,16 @@ class LoopBridge:
         stop_token_ids: list[int] | None,
     ) -> tuple[int, asyncio.Future[_core.Completion]]:
         request_id = next(_request_ids)
-        self._follow_log_level()
+        if not self._level_cache:
+            self._follow_log_level()
         future: asyncio.Future[_core.Completion] = loop.create_future()
         client.submit(self.hub, request_id, prompt, max_tokens, stop_strings, stop_token_ids)
         self.futures[request_id] = (future, redactor)
         return request_id, future
 
     def _follow_log_level(self) -> bool:
-        """Tell the engine the logger's current threshold if it changed (at every submit and
-        wake-up: a few attribute reads). True if it changed."""
+        """Tell the engine the logger's current threshold if it changed (at every wake-up, and
+        at a submit after a level changed). True if it changed."""
         threshold = _logging.engine_threshold()
         if threshold == self.log_threshold:
             return False

@@ -19,24 +19,24 @@ from collections.abc import Callable
 from sail_lite import _core
 from sail_lite._redact import GENERIC, Redactor
 
-__all__ = ["logger", "engine_threshold", "emit_events", "EVENT_LEVELS_FROM"]
+__all__ = ["logger", "engine_threshold", "emit_events", "OFF"]
 
 logger = logging.getLogger("sail_lite")
 
-#: The lowest level the engine logs at; a threshold above it means "queue nothing".
-EVENT_LEVELS_FROM = logging.DEBUG
-#: The highest level the engine logs at.
-_EVENT_LEVELS_TO = logging.INFO
 #: What the hub is told when no event would be emitted (above every logging level).
 OFF = 255
 
 
 def engine_threshold() -> int:
-    """The lowest event level ``logger`` would emit now, or :data:`OFF`."""
-    if logger.disabled:
-        return OFF
-    level = max(logger.getEffectiveLevel(), logging.root.manager.disable + 1, EVENT_LEVELS_FROM)
-    return level if level <= _EVENT_LEVELS_TO else OFF
+    """The lowest event level ``logger`` would emit now, or :data:`OFF`.
+
+    ``isEnabledFor`` answers from the logger's cache (cleared by ``setLevel`` and
+    ``logging.disable``), so this costs two dict lookups on the submit path."""
+    if logger.isEnabledFor(logging.DEBUG):
+        return logging.DEBUG
+    if logger.isEnabledFor(logging.INFO):
+        return logging.INFO
+    return OFF
 
 
 def emit_events(events: list[_core.EngineEvent], redactor_for: Callable[[int], Redactor | None]) -> None:

@@ -126,16 +126,15 @@ async def rest_client_async(service_client_or_rest_client: Any) -> Any:
         except TypeError as exc:
             raise SailArgumentError(
                 "service_client_or_rest_client",
-                "a tinker.ServiceClient or RestClient (this tinker release cannot construct "
-                "RestClient() directly)",
+                "a tinker.ServiceClient or RestClient (this tinker release cannot construct RestClient() directly)",
                 None,
             ) from exc
         except SailError:
             raise
         except Exception as exc:
-            raise TinkerCheckpointError(
-                f"could not construct tinker.RestClient(): {type(exc).__name__}: {redact_secrets(str(exc))}"
-            ) from (exc if redact_secrets(str(exc)) == str(exc) else None)
+            raise TinkerCheckpointError(f"could not construct tinker.RestClient(): {type(exc).__name__}: {redact_secrets(str(exc))}") from (
+                exc if redact_secrets(str(exc)) == str(exc) else None
+            )
     if _looks_like_rest_client(obj):
         return obj
     create = getattr(obj, "create_rest_client", None)
