@@ -125,6 +125,7 @@ impl SamplerClient {
 
     /// Start one sample; its completion arrives through `hub`'s pipe under `request_id`.
     #[pyo3(signature = (hub, request_id, prompt, max_tokens, stop_strings=None, stop_token_ids=None))]
+    #[allow(clippy::too_many_arguments)] // mirrors the Python signature
     fn submit(
         &self,
         py: Python<'_>,

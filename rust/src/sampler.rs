@@ -272,6 +272,7 @@ impl Ctx {
 
     /// Attempts with retries. `reached_server_retry` says whether failures that may have
     /// reached the server (timeouts, resets, 5xx) may be retried (not for asap creates).
+    #[allow(clippy::too_many_arguments)]
     async fn with_retries(
         &mut self,
         what: &str,
