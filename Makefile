@@ -8,7 +8,7 @@ DEPS     := $(VENV)/.deps-installed
 BUILT    := $(VENV)/.sail-lite-built
 RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml pyproject.toml
 
-.PHONY: demo test test-rust test-python build deps soak bench clean
+.PHONY: demo test test-rust test-python lint build deps soak bench clean
 
 demo: build
 	$(PY) -m sail_lite demo
@@ -17,6 +17,16 @@ test: test-rust test-python
 
 test-rust:
 	$(CARGO) test --workspace --release
+
+# Static checks: lint and format of the Python package, strict types (the extension through its
+# stub, which stubtest keeps honest), and the Rust workspace's fmt and clippy.
+lint: build
+	$(VENV)/bin/ruff check python/sail_lite
+	$(VENV)/bin/ruff format --check python/sail_lite
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest sail_lite._core
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --release -- -D warnings
 
 # Long soaks are behind the `soak` marker (run by `make soak`).
 test-python: build

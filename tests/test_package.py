@@ -31,7 +31,7 @@ def test_stub_matches_the_extension():
     declared: dict[str, set[str] | None] = {}
     for node in tree.body:
         if isinstance(node, ast.ClassDef):
-            declared[node.name] = {n.name for n in node.body if isinstance(n, ast.FunctionDef) and n.name != "__init__"}
+            declared[node.name] = {n.name for n in node.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")}
         elif isinstance(node, ast.FunctionDef):
             declared[node.name] = None
     public = {name for name in dir(core) if not name.startswith("_")}
@@ -66,3 +66,27 @@ def test_version_and_error_hierarchy():
     assert issubclass(sail_lite.SailArgumentError, ValueError)
     assert issubclass(sail_lite.SailTimeoutError, TimeoutError)
     assert issubclass(sail_lite.SailConnectionError, ConnectionError)
+
+
+def test_dir_lists_the_public_names_lazy_ones_included():
+    shown = {name for name in dir(sail_lite) if not (name.startswith("__") and name.endswith("__"))}
+    assert shown == set(sail_lite.__all__) - {"__version__"}
+    assert {"SailTokenCompleter", "OpenAICompatibleTokenCompleter", "resolve_tinker_checkpoint"} <= shown
+    assert not {"TYPE_CHECKING", "annotations", "errors", "_core"} & shown
+    # Listing them does not load them: the completer (and tinker-cookbook) stay unimported.
+    out = run_python("import sail_lite, sys; dir(sail_lite); print('sail_lite.completer' in sys.modules)")
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+
+
+def test_engine_error_kinds_map_one_to_one_onto_classes():
+    stub = pathlib.Path(sail_lite.__file__).with_name("_core.pyi").read_text()
+    kinds_line = next(line for line in stub.splitlines() if line.startswith("_ErrorKind = Literal["))
+    kinds = set(ast.literal_eval(kinds_line.split("Literal", 1)[1]))
+    classes = sail_lite.errors.ENGINE_ERROR_CLASSES
+    assert set(classes) == kinds
+    assert len(set(classes.values())) == len(classes), "two kinds share a class"
+    for cls in classes.values():
+        for attribute in ("status", "code", "error_type", "response_id", "attempts"):
+            assert attribute in sail_lite.SailEngineError.__annotations__
+        err = cls("m")
+        assert all(hasattr(err, a) for a in ("status", "code", "error_type", "response_id", "attempts"))

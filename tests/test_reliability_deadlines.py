@@ -13,8 +13,10 @@ import pytest
 import sail_lite
 from reliability_helpers import Reply, ScriptedServer, SilentServer, completed_body, prompt_for, record_outcome, sail_completer, sail_script
 
-# Scheduling slack on a loaded 2-core machine; the bounds themselves are what is tested.
-SLACK = 1.0
+# A deadline that did not hold would leave these samples hanging on a silent server until an
+# attempt's default 60 s timeout (or pytest's). The upper bounds are that coarse on purpose:
+# GENEROUS times the expected time, so a loaded 2-core machine cannot fail them.
+GENEROUS = 8
 
 
 def timed_failure(completer, prompt=None):
@@ -33,7 +35,7 @@ def test_attempt_timeout_bounds_each_attempt_against_a_silent_server():
     assert isinstance(err, sail_lite.SailTimeoutError) and isinstance(err, TimeoutError)
     assert err.attempts == 3
     # Three 0.3 s attempts plus two backoffs of at most 0.25 s and 0.5 s.
-    assert 0.9 <= elapsed <= 0.9 + 0.75 + SLACK, elapsed
+    assert 0.9 <= elapsed <= GENEROUS * (0.9 + 0.75), elapsed
     assert accepted >= 1
     record_outcome("silent server, timeout=0.3 s, max_retries=2", samples=1, seconds=round(elapsed, 2), attempts=err.attempts, lost=0)
 
@@ -46,7 +48,7 @@ def test_poll_timeout_bounds_the_sample_against_a_silent_server(timeout):
         err, elapsed = timed_failure(completer)
     assert isinstance(err, sail_lite.SailTimeoutError)
     # It may end a little early: a retry that could not start before the deadline is not waited for.
-    assert 0.2 <= elapsed <= 1.0 + SLACK, elapsed
+    assert 0.2 <= elapsed <= GENEROUS * 1.0, elapsed
     record_outcome(f"silent server, poll_timeout=1 s, timeout={timeout}", samples=1, seconds=round(elapsed, 2), lost=0)
 
 
@@ -63,7 +65,7 @@ def test_many_samples_against_a_silent_server_all_end_by_the_deadline():
         elapsed = time.monotonic() - started
     # Samples queued behind max_connections still end at their own deadline.
     assert all(isinstance(r, sail_lite.SailTimeoutError) for r in results), {type(r).__name__ for r in results}
-    assert elapsed <= 1.0 + SLACK, elapsed
+    assert elapsed <= GENEROUS * 1.0, elapsed
     record_outcome("silent server, 200 samples, poll_timeout=1 s", samples=200, seconds=round(elapsed, 2), lost=0)
 
 
@@ -101,7 +103,7 @@ def test_poll_timeout_holds_when_a_poll_never_answers_and_cancels_server_side():
             hangs.release.set()
     assert isinstance(err, sail_lite.SailTimeoutError)
     assert err.response_id == "resp_1"
-    assert 1.0 <= elapsed <= 1.0 + SLACK, elapsed
+    assert 1.0 <= elapsed <= GENEROUS * 1.0, elapsed
     assert hangs.cancels == ["/v1/responses/resp_1/cancel"]
 
 

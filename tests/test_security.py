@@ -232,3 +232,136 @@ def test_emulator_binds_loopback_and_requires_its_key():
         assert isinstance(err, sail_lite.SailAuthenticationError) and err.status == 401
         assert err.attempts == 1, "an authentication failure is not worth retrying"
         assert emu.stats()["creates"] == 0
+
+
+# --- a hostile server echoing secrets back ---------------------------------------------------
+
+# A key with no recognisable shape: only masking by value can catch it.
+OPAQUE_KEY = "opaque7Kq2ZxV9mW4pT8"
+SIGNED_URL = "https://storage.test/bucket/ckpt-7.tar?X-Goog-Credential=svc%40p.iam&X-Goog-Signature=9f8e7d6c5b4a39281706"
+HOSTILE_ADAPTER_MODEL = "moonshotai/Kimi-K2.6"
+
+
+def echoing_script(mode: str):
+    """A Sail double that quotes the request back at the client, as a careless proxy or a
+    debugging build of a server might: the Authorization header and the whole body (whose
+    metadata carries the signed LoRA URL) end up in its error messages."""
+    sail = sail_script(lambda rid, n: Reply.json(200, completed_body(rid, [5, 6], [-0.5, -0.75])))
+    creates = 0
+
+    def respond(request):
+        nonlocal creates
+        auth = request.headers.get("authorization", "")
+        echo = f"{auth} {request.body.decode()}"
+        key = auth.removeprefix("Bearer ")
+        if request.method == "POST" and request.path == "/v1/responses":
+            creates += 1
+            if mode == "status":
+                return Reply.json(400, {"error": {"message": f"rejected: {echo}", "type": f"invalid_request_error ({auth})", "code": key}})
+            if mode == "bare_key":
+                return Reply.json(401, {"error": {"message": f"unknown key {key}; signature {SIGNED_URL.split('?')[1]}", "code": "invalid_api_key"}})
+            if mode == "retry" and creates == 1:
+                return Reply.json(503, {"error": {"message": f"overloaded while handling {echo}"}})
+            return Reply.json(202, {"id": "resp_echo", "object": "response", "status": "queued"})
+        if request.method == "GET" and request.path.startswith("/v1/responses/"):
+            if mode == "failed":
+                return Reply.json(200, {"id": "resp_echo", "status": "failed", "error": {"message": f"could not download {SIGNED_URL} for {auth}", "code": key}})
+            if mode == "serde":
+                body = completed_body("resp_echo", [5, 6], None)
+                body["output"][0]["content"][0]["token_ids"] = [key, SIGNED_URL]
+                return Reply.json(200, body)
+        return sail(request)
+
+    return respond
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", ["status", "bare_key", "failed", "serde", "retry"])
+@pytest.mark.parametrize("api_key", [API_KEY, OPAQUE_KEY])
+def test_a_server_echoing_secrets_cannot_leak_them(mode, api_key, caplog):
+    caplog.set_level(logging.DEBUG)  # the engine's retry / cancel events included
+    with ScriptedServer(echoing_script(mode)) as server:
+        completer = sail_completer(
+            base_url=server.base_url, api_key=api_key, model=HOSTILE_ADAPTER_MODEL, max_retries=2,
+            tinker_lora_signed_url=SIGNED_URL, adapter_config=ADAPTER_CONFIG, tinker_lora_name="step-7",
+        )
+        err = outcome(completer)
+        # The server really did receive (and so could echo) both secrets.
+        assert server.requests[0].headers["authorization"] == f"Bearer {api_key}"
+        assert SIGNED_URL in server.requests[0].body.decode()
+    texts = [repr(completer), *([] if err is None else error_texts(err)), caplog.text,
+             *(repr(r.__dict__) for r in caplog.records)]
+    secrets = (api_key, SIGNED_URL, SIGNED_URL.split("?")[1], "9f8e7d6c5b4a39281706")
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text, f"{secret!r} leaked in mode {mode}: {text[:2000]}"
+    if mode == "retry":
+        assert err is None
+        retries = [r for r in caplog.records if getattr(r, "sail_event", None) == "retry"]
+        assert retries and "overloaded" in retries[0].getMessage() and "<redacted>" in retries[0].getMessage()
+        return
+    expected = {"status": sail_lite.SailAPIStatusError, "bare_key": sail_lite.SailAuthenticationError,
+                "failed": sail_lite.SailResponseFailedError, "serde": sail_lite.SailProtocolError}[mode]
+    assert isinstance(err, expected), repr(err)
+    assert "<redacted>" in str(err) or mode == "serde", str(err)
+    if mode == "status":
+        # The envelope's `type` is kept (redacted), as documented.
+        assert err.error_type is not None and err.error_type.startswith("invalid_request_error"), err.error_type
+        assert err.code == "<redacted>" and err.status == 400
+    # What was redacted still says what went wrong.
+    again = pickle.loads(pickle.dumps(err))
+    assert type(again) is type(err) and str(again) == str(err) and again.error_type == err.error_type
+
+
+# --- arguments that would leak or break every request ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "https://api.test/root?token=s3cr3t-QUERY-value",
+        "https://api.test/root#s3cr3t-QUERY-value",
+        "https://user:s3cr3t-QUERY-value@api.test",
+        "https://s3cr3t-QUERY-value@api.test/v1",
+    ],
+)
+def test_base_url_with_query_fragment_or_credentials_is_refused_unprinted(base_url):
+    with pytest.raises(sail_lite.SailArgumentError) as info:
+        sail_completer(base_url=base_url, api_key=API_KEY)
+    assert info.value.argument == "base_url"
+    for text in error_texts(info.value):
+        assert "s3cr3t-QUERY-value" not in text
+    assert "api.test" in str(info.value), "the message still says which URL"
+
+
+@pytest.mark.parametrize("argument", ["model", "completion_window", "lora", "tinker_lora_name", "metadata_value", "metadata_key"])
+def test_lone_surrogates_are_argument_errors(argument):
+    bad = "bad\udcff"
+    kwargs = {"model": bad} if argument == "model" else {}
+    if argument in ("completion_window", "lora", "tinker_lora_name"):
+        kwargs[argument] = bad
+    if argument == "metadata_value":
+        kwargs["metadata"] = {"k": bad}
+    if argument == "metadata_key":
+        kwargs["metadata"] = {bad: "v"}
+    with pytest.raises(sail_lite.SailArgumentError) as info:
+        sail_completer(base_url="http://127.0.0.1:9", api_key=API_KEY, **kwargs)
+    assert "surrogate" in str(info.value)
+    assert info.value.argument.startswith(argument.split("_")[0] if argument.startswith("metadata") else argument)
+
+
+def test_lone_surrogate_in_stop_is_an_argument_error():
+    completer = sail_completer(base_url="http://127.0.0.1:9", api_key=API_KEY)
+    for stop in ("\ud800", ["ok", "x\udfff"]):
+        with pytest.raises(sail_lite.SailArgumentError) as info:
+            asyncio.run(completer(prompt_for(0), stop))
+        assert info.value.argument == "stop" and "surrogate" in str(info.value)
+
+
+@pytest.mark.parametrize("api_key", ["sk-s\u00e9cret-key", "sk-\udcffsecret"])
+def test_non_ascii_api_key_is_refused_at_construction_unprinted(api_key):
+    with pytest.raises(sail_lite.SailArgumentError) as info:
+        sail_completer(base_url="http://127.0.0.1:9", api_key=api_key)
+    assert info.value.argument == "api_key"
+    for text in error_texts(info.value):
+        assert "cret" not in text

@@ -19,6 +19,7 @@ from sail_lite.errors import (
     SailArgumentError,
     SailAuthenticationError,
     SailConnectionError,
+    SailEngineError,
     SailError,
     SailEventLoopError,
     SailInternalError,
@@ -36,8 +37,26 @@ if TYPE_CHECKING:
     from sail_lite.completer import OpenAICompatibleTokenCompleter, SailTokenCompleter
     from sail_lite.sampling_client import SailSamplingClient
     from sail_lite.scope import SamplingScope, current_scope, sampling_scope
+    from sail_lite.tinker import (
+        AdapterConfigError,
+        SignedUrlExpiredError,
+        SignedUrlUnavailableError,
+        TinkerCheckpoint,
+        TinkerCheckpointError,
+        TinkerPath,
+        TinkerPathError,
+        adapter_config_json,
+        get_tinker_checkpoint_signed_url_async,
+        load_adapter_config,
+        openai_base_url,
+        openai_client_kwargs,
+        parse_tinker_path,
+        resolve_tinker_checkpoint,
+        sail_completer_for_checkpoint,
+        validate_openai_model,
+    )
 
-__all__ = [  # noqa: RUF022 - grouped by topic
+__all__ = [
     "__version__",
     "SailTokenCompleter",
     "OpenAICompatibleTokenCompleter",
@@ -52,6 +71,7 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "SailArgumentError",
     "SailAuthenticationError",
     "SailConnectionError",
+    "SailEngineError",
     "SailError",
     "SailEventLoopError",
     "SailInternalError",
@@ -63,6 +83,23 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "SailResponseFailedError",
     "SailTimeoutError",
     "SailUnsupportedError",
+    # Tinker helpers (loaded on first use)
+    "get_tinker_checkpoint_signed_url_async",
+    "sail_completer_for_checkpoint",
+    "resolve_tinker_checkpoint",
+    "TinkerCheckpoint",
+    "parse_tinker_path",
+    "TinkerPath",
+    "load_adapter_config",
+    "adapter_config_json",
+    "validate_openai_model",
+    "openai_base_url",
+    "openai_client_kwargs",
+    "TinkerCheckpointError",
+    "SignedUrlUnavailableError",
+    "SignedUrlExpiredError",
+    "TinkerPathError",
+    "AdapterConfigError",
 ]
 
 _LAZY = {
@@ -98,7 +135,10 @@ _LAZY = {
 }
 
 
-__all__ += [name for name, module in _LAZY.items() if module == "sail_lite.tinker"]
+def __dir__() -> list[str]:
+    # What tab completion and introspection should find: the public names (lazy ones
+    # included), not this module's helpers.
+    return sorted({*__all__, *(name for name in globals() if name.startswith("__") and name.endswith("__"))})
 
 
 def __getattr__(name: str) -> Any:

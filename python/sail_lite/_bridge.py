@@ -13,9 +13,9 @@ import asyncio
 import itertools
 import os
 import weakref
-from typing import Any
 
-from sail_lite import _core, _exit
+from sail_lite import _core, _exit, _logging
+from sail_lite._redact import Redactor
 from sail_lite.errors import SailEventLoopError, from_engine
 
 _request_ids = itertools.count(1)
@@ -24,13 +24,21 @@ _request_ids = itertools.count(1)
 class LoopBridge:
     """The completion hub of one event loop (holds no reference to the loop itself)."""
 
-    __slots__ = ("hub", "futures", "pid", "__weakref__")
+    __slots__ = ("hub", "futures", "pid", "log_threshold", "_level_cache", "__weakref__")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.hub = _core.CompletionHub()
         # Strong: a pending sample keeps its future (and so its task) alive, like any awaited I/O.
-        self.futures: dict[int, asyncio.Future[Any]] = {}
+        # Each future is kept with its completer's redactor, which masks that completer's
+        # secrets in whatever the engine reports for it.
+        self.futures: dict[int, tuple[asyncio.Future[_core.Completion], Redactor]] = {}
         self.pid = os.getpid()
+        self.log_threshold = _logging.engine_threshold()
+        self.hub.set_log_level(self.log_threshold)
+        # The logger's isEnabledFor cache: `logging` empties it whenever a level changes
+        # (setLevel anywhere, logging.disable), so "empty" is a change detector that costs one
+        # attribute read per submit. Absent on another `logging`: wake-ups still follow.
+        self._level_cache: dict[int, bool] = getattr(_logging.logger, "_cache", {1: True})
         try:
             loop.add_reader(self.hub.fd, self._on_wake)
         except NotImplementedError as exc:  # e.g. Windows' proactor loop
@@ -43,18 +51,35 @@ class LoopBridge:
     def submit(
         self,
         loop: asyncio.AbstractEventLoop,
-        client: Any,
-        prompt: Any,
+        client: _core.SamplerClient,
+        redactor: Redactor,
+        prompt: list[int],
         max_tokens: int,
         stop_strings: list[str] | None,
         stop_token_ids: list[int] | None,
         idempotency_key: str | None = None,
-    ) -> tuple[int, asyncio.Future[Any]]:
+    ) -> tuple[int, asyncio.Future[_core.Completion]]:
         request_id = next(_request_ids)
-        future = loop.create_future()
+        if not self._level_cache:
+            self._follow_log_level()
+        future: asyncio.Future[_core.Completion] = loop.create_future()
         client.submit(self.hub, request_id, prompt, max_tokens, stop_strings, stop_token_ids, idempotency_key)
-        self.futures[request_id] = future
+        self.futures[request_id] = (future, redactor)
         return request_id, future
+
+    def _follow_log_level(self) -> bool:
+        """Tell the engine the logger's current threshold if it changed (at every wake-up, and
+        at a submit after a level changed). True if it changed."""
+        threshold = _logging.engine_threshold()
+        if threshold == self.log_threshold:
+            return False
+        self.log_threshold = threshold
+        self.hub.set_log_level(threshold)
+        return True
+
+    def _redactor_for(self, request_id: int) -> Redactor | None:
+        pending = self.futures.get(request_id)
+        return None if pending is None else pending[1]
 
     def cancel(self, request_id: int) -> None:
         """The awaiting task gave up: stop the sample (and cancel it server-side)."""
@@ -63,14 +88,27 @@ class LoopBridge:
 
     def _on_wake(self) -> None:
         futures = self.futures
-        for request_id, tokens, logprobs, stop_reason, response_id, error, retries in self.hub.drain():
-            future = futures.pop(request_id, None)
-            if future is None or future.done():
+        hub = self.hub
+        completions = hub.drain()
+        # Log what the engine queued (before the completions it led to), and drop what was
+        # queued before logging was turned off.
+        changed = self._follow_log_level()
+        if changed or self.log_threshold != _logging.OFF:
+            events = hub.drain_events()
+            if events:
+                _logging.emit_events(events, self._redactor_for)
+        for completion in completions:
+            pending = futures.pop(completion.request_id, None)
+            if pending is None:
                 continue
+            future, redactor = pending
+            if future.done():
+                continue
+            error = completion.error
             if error is None:
-                future.set_result((tokens, logprobs, stop_reason, response_id, retries))
+                future.set_result(completion)
             else:
-                future.set_exception(from_engine(*error))
+                future.set_exception(from_engine(error, redactor))
 
 
 # Weak both ways: the loop owns its bridge (through its add_reader registration), so a closed,

@@ -11,7 +11,6 @@ from typing import Any
 from sail_lite._redact import redact_url
 from sail_lite.errors import SailArgumentError
 
-MAX_PROMPT_TOKENS = 2_000_000
 MAX_TOKEN_ID = 2**31 - 1
 MAX_TOKENS = 2**31 - 1  # what the engine's u32 fields (and any server) can carry
 MAX_RETRIES = 1_000
@@ -20,6 +19,16 @@ MAX_RETRIES = 1_000
 def require_str(name: str, value: Any, *, allow_empty: bool = False) -> str:
     if not isinstance(value, str) or (not allow_empty and not value.strip()):
         raise SailArgumentError(name, "a non-empty string", value)
+    return encodable(name, value)
+
+
+def encodable(name: str, value: str) -> str:
+    """``value`` if it can be sent as UTF-8 (no lone surrogates, e.g. from a mis-decoded
+    file name); otherwise a SailArgumentError now rather than a UnicodeEncodeError later."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise SailArgumentError(name, "valid Unicode text (no lone surrogates)", f"a lone surrogate at index {exc.start}") from None
     return value
 
 
@@ -46,6 +55,14 @@ def number_in(name: str, value: Any, low: float, high: float) -> float:
     return float(value)
 
 
+def seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """A finite number of seconds, > 0 (or >= 0 with ``allow_zero``)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        if value > 0 or (allow_zero and value == 0):
+            return float(value)
+    raise SailArgumentError(name, "a non-negative number of seconds" if allow_zero else "a positive number of seconds", value)
+
+
 def optional_seconds(name: str, value: Any) -> float | None:
     if value is None:
         return None
@@ -63,14 +80,18 @@ def string_metadata(name: str, value: Any) -> dict[str, str]:
     for key, item in value.items():
         if not isinstance(key, str) or not key:
             raise SailArgumentError(name, "non-empty string keys", key)
+        encodable(f"{name} key", key)
         if not isinstance(item, str):
             raise SailArgumentError(f"{name}[{key!r}]", "a string value (Sail metadata values are strings)", item)
-        out[key] = item
+        out[key] = encodable(f"{name}[{key!r}]", item)
     return out
 
 
-def adapter_config_json(value: Any) -> str:
-    """The adapter config as compact JSON with sorted keys, as Sail expects it."""
+def adapter_config_object_json(value: Any) -> str:
+    """The completer's ``adapter_config`` (a dict or a JSON string) as the compact, key-sorted
+    JSON Sail expects, checking only that it is a JSON object: the completer passes what the
+    caller says through. :func:`sail_lite.tinker.adapter_config_json` is the strict one (it
+    also reads files and checks the PEFT fields Sail needs) for checkpoints resolved here."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -132,7 +153,7 @@ def normalise_stop(stop: Any) -> tuple[list[str] | None, list[int] | None]:
     if isinstance(stop, str):
         if not stop:
             raise SailArgumentError("stop", "a non-empty stop string", stop)
-        return [stop], None
+        return [encodable("stop", stop)], None
     if isinstance(stop, int) and not isinstance(stop, bool):
         if not 0 <= stop <= MAX_TOKEN_ID:
             raise SailArgumentError("stop", "a token id in 0..2**31-1", stop)
@@ -144,7 +165,7 @@ def normalise_stop(stop: Any) -> tuple[list[str] | None, list[int] | None]:
     if all(isinstance(s, str) for s in stop):
         if any(not s for s in stop):
             raise SailArgumentError("stop", "non-empty stop strings", stop)
-        return list(stop), None
+        return [encodable("stop", s) for s in stop], None
     if all(isinstance(t, int) and not isinstance(t, bool) for t in stop):
         if any(not 0 <= t <= MAX_TOKEN_ID for t in stop):
             raise SailArgumentError("stop", "token ids in 0..2**31-1", stop)
@@ -153,18 +174,27 @@ def normalise_stop(stop: Any) -> tuple[list[str] | None, list[int] | None]:
 
 
 def http_url(name: str, value: Any) -> str:
-    """An http(s) URL with a host, without a trailing slash."""
+    """An http(s) API root with a host, without a trailing slash.
+
+    A query or fragment would end up in the middle of every request URL, and user info
+    would never be sent (the API key is the credential), so all three are refused; the
+    message shows the URL redacted, since they may hold a token or a password."""
     from urllib.parse import urlsplit
 
-    if isinstance(value, str) and value.startswith(("http://", "https://")) and value.isprintable() and " " not in value:
+    if isinstance(value, str) and value.startswith(("http://", "https://")) and value.isascii() and value.isprintable() and " " not in value:
         try:
             parts = urlsplit(value)
             _ = parts.port  # raises ValueError for a malformed port
-            if parts.hostname:
-                return value.rstrip("/")
         except ValueError:
-            pass
-    raise SailArgumentError(name, "an http:// or https:// URL with a host", redact_url(str(value)))
+            parts = None
+        if parts is not None and parts.hostname:
+            if "@" in parts.netloc:
+                raise SailArgumentError(name, "a URL without user:password@ (pass the key as api_key)", redact_url(value))
+            if parts.query or parts.fragment or "?" in value or "#" in value:
+                raise SailArgumentError(name, "an API root URL without a query or fragment", redact_url(value))
+            return value.rstrip("/")
+    shown = redact_url(value) if isinstance(value, str) else type(value).__name__
+    raise SailArgumentError(name, "an http:// or https:// URL with a host", shown)
 
 
 def readable_file(name: str, value: Any) -> str | None:

@@ -20,12 +20,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from sail_lite import __version__
 from sail_lite.errors import SailArgumentError, SailError
 
 __all__ = ["main", "build_parser"]
+
+_N = TypeVar("_N", int, float)
 
 PROG = "sail-lite"
 DEFAULT_MODEL = "moonshotai/Kimi-K2.6"
@@ -57,7 +59,7 @@ class _Parser(argparse.ArgumentParser):
 # --------------------------------------------------------------------------------------------
 
 
-def _number(text: str, kind: Callable[[str], Any], what: str, ok: Callable[[Any], bool]) -> Any:
+def _number(text: str, kind: Callable[[str], _N], what: str, ok: Callable[[_N], bool]) -> _N:
     try:
         value = kind(text)
     except ValueError:
@@ -461,7 +463,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return EXIT_USAGE_ERROR
-        return args.run(args)
+        code: int = args.run(args)
+        return code
     except CliError as exc:
         return _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:

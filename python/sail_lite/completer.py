@@ -17,6 +17,7 @@ from typing import Any
 
 from sail_lite import _bridge, _core, _exit, scope
 from sail_lite import _validation as v
+from sail_lite._redact import Redactor, redact_url
 from sail_lite.errors import MissingDependencyError, SailArgumentError
 
 __all__ = ["SailTokenCompleter", "OpenAICompatibleTokenCompleter", "DEFAULT_SAIL_API_URL"]
@@ -58,17 +59,18 @@ else:
 
 def _require_cookbook(cls: type) -> None:
     if isinstance(_cookbook, ImportError):
-        _CookbookMissing.__init__(cls.__new__(cls))
+        _CookbookMissing.__init__(object.__new__(cls))
 
 
-class _EngineCompleter(_TokenCompleterBase):  # type: ignore[misc, valid-type]
+class _EngineCompleter(_TokenCompleterBase):
     """What both completers share: the engine client, the call path, pickling."""
 
-    _protocol: str = ""
     _config: dict[str, Any]
 
     def __init__(self, **config: Any) -> None:
         self._config = config
+        # What must never be shown, whatever a server echoes back (see sail_lite._redact).
+        self._redactor = Redactor((config.get("api_key"), config.get("tinker_lora_signed_url")))
         self._client = _core.SamplerClient(**self._engine_arguments())
         _exit.install()
 
@@ -96,28 +98,33 @@ class _EngineCompleter(_TokenCompleterBase):  # type: ignore[misc, valid-type]
         key = self._idempotency_key(tokens, budget, stop_strings, stop_ids)
         loop = asyncio.get_running_loop()
         bridge = _bridge.bridge_for(loop)
-        request_id, future = bridge.submit(loop, self._client, tokens, budget, stop_strings, stop_ids, key)
+        request_id, future = bridge.submit(loop, self._client, self._redactor, tokens, budget, stop_strings, stop_ids, key)
         # The engine has copied the prompt: don't keep the list alive while the sample runs.
         del tokens
         try:
-            sampled, logprobs, stop_reason, response_id, _retries = await future
+            completion = await future
         except asyncio.CancelledError:
             bridge.cancel(request_id)
             raise
         # The server's response id doubles as the sequence id: distinct per sample, and the
         # handle to look the sample up on Sail.
         return _TokensWithLogprobs(
-            tokens=sampled, maybe_logprobs=logprobs, stop_reason=stop_reason, sequence_id=response_id
+            tokens=completion.tokens,
+            maybe_logprobs=completion.logprobs,
+            stop_reason=completion.stop_reason,
+            sequence_id=completion.response_id,
         )
 
     # --- configuration ---------------------------------------------------------------
     @property
     def model(self) -> str:
-        return self._config["model"]
+        model: str = self._config["model"]
+        return model
 
     @property
     def max_tokens(self) -> int:
-        return self._config["max_tokens"]
+        max_tokens: int = self._config["max_tokens"]
+        return max_tokens
 
     @property
     def context_window(self) -> int | None:
@@ -146,8 +153,9 @@ def _resolve_api_key(api_key: Any, env_var: str, *, required: bool) -> str | Non
         if required:
             raise SailArgumentError("api_key", f"an API key: pass api_key=... or set {env_var}")
         return None
-    if not isinstance(api_key, str) or not api_key.strip() or not api_key.isprintable():
-        raise SailArgumentError("api_key", "a non-empty printable string")  # never echo the value
+    # It travels in an HTTP header: printable ASCII only. Never echo the value.
+    if not isinstance(api_key, str) or not api_key.strip() or not api_key.isascii() or not api_key.isprintable():
+        raise SailArgumentError("api_key", "a non-empty string of printable ASCII characters")
     return api_key
 
 
@@ -216,8 +224,6 @@ class SailTokenCompleter(_EngineCompleter):
     the median, at most ~9%; smaller means more polls per sample).
     """
 
-    _protocol = "responses"
-
     def __init__(
         self,
         *,
@@ -254,10 +260,10 @@ class SailTokenCompleter(_EngineCompleter):
             raise SailArgumentError("lora", "either lora (a Sail LoRA) or tinker_lora_signed_url, not both")
         if signed_url is not None:
             if not signed_url.startswith(("http://", "https://")):
-                raise SailArgumentError("tinker_lora_signed_url", "an http(s) signed archive URL", v.redact_url(signed_url))
+                raise SailArgumentError("tinker_lora_signed_url", "an http(s) signed archive URL", redact_url(signed_url))
             if adapter_config is None:
                 raise SailArgumentError("adapter_config", "the checkpoint's PEFT adapter config when tinker_lora_signed_url is set")
-        config_json = v.adapter_config_json(adapter_config) if adapter_config is not None else None
+        config_json = v.adapter_config_object_json(adapter_config) if adapter_config is not None else None
         if window == "asap" and (lora is not None or signed_url is not None):
             raise SailArgumentError("completion_window", "a scheduled window (not 'asap') when sampling a LoRA", window)
         config = {
@@ -330,7 +336,8 @@ class SailTokenCompleter(_EngineCompleter):
 
     @property
     def completion_window(self) -> str:
-        return self._config["completion_window"]
+        window: str = self._config["completion_window"]
+        return window
 
     @property
     def sampling_scope(self) -> scope.SamplingScope | None:
@@ -367,8 +374,6 @@ class OpenAICompatibleTokenCompleter(_EngineCompleter):
     and may be omitted for servers without auth. A retried request may be computed twice by
     the server (``/completions`` has no idempotency keys); nothing is billed twice by Sail.
     """
-
-    _protocol = "completions"
 
     def __init__(
         self,

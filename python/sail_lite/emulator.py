@@ -14,7 +14,8 @@ Counters: :meth:`Emulator.stats` (or ``GET /_stats``).
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["Emulator", "DEFAULT_API_KEY", "DEFAULT_MODELS", "DEFAULT_WINDOWS"]
 
@@ -118,7 +119,8 @@ class Emulator:
 
     # -- control ---------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        return json.loads(self._server.stats_json())
+        stats: dict[str, Any] = json.loads(self._server.stats_json())
+        return stats
 
     def reset_stats(self) -> None:
         self._server.reset_stats()
@@ -162,7 +164,7 @@ class Emulator:
     def closed(self) -> bool:
         return self._closed
 
-    def __enter__(self) -> "Emulator":
+    def __enter__(self) -> Emulator:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,10 +1,12 @@
 """The one exception hierarchy of sail-lite, rooted at :class:`SailError`.
 
 Defined in Python (so they pickle, subclass the matching builtins and show up in tracebacks
-as users expect) and raised for the Rust engine: the engine hands back plain tuples and
-:func:`from_engine` turns them into these classes on the event-loop thread.
+as users expect) and raised for the Rust engine: the engine hands back typed
+``sail_lite._core.EngineError`` records and :func:`from_engine` turns them into these
+classes on the event-loop thread.
 
-Messages never contain API keys or signed URLs: the engine redacts URLs before they get here.
+Messages and attributes never contain API keys or signed URLs: everything the engine (and so
+a server) wrote passes through :mod:`sail_lite._redact` in :func:`from_engine`.
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from sail_lite._core import EngineError
+    from sail_lite._redact import Redactor
+
 __all__ = [
     "SailError",
     "SailArgumentError",
+    "SailEngineError",
     "SailAPIStatusError",
     "SailAuthenticationError",
     "SailRateLimitError",
@@ -45,6 +51,8 @@ class SailError(Exception):
     survive pickling, so errors cross process boundaries (spawned rollout workers) intact.
     """
 
+    message: str
+
     def __init__(self, message: str, **fields: Any) -> None:
         super().__init__(message)
         self.message = message
@@ -69,8 +77,10 @@ class SailArgumentError(SailError, ValueError):
     ``argument`` names the offending argument (or ``argument.field``).
     """
 
+    argument: str
+
     def __init__(self, argument: str, expected: str, got: Any = None, **fields: Any) -> None:
-        shown = "" if got is None else f", got {_short_repr(got)}"
+        shown = "" if got is None else f", got {_redacted(_short_repr(got))}"
         super().__init__(f"{argument}: expected {expected}{shown}", argument=argument, **fields)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -84,7 +94,39 @@ def _rebuild_argument(cls: type[SailArgumentError], message: str, fields: dict[s
     return err
 
 
-class SailAPIStatusError(SailError):
+class SailEngineError(SailError):
+    """Base of the errors a sample ends with in the Rust engine (one class per engine error
+    kind, see :data:`ENGINE_ERROR_CLASSES`). Every attribute is always set (``None`` when it
+    does not apply).
+
+    Attributes: ``status`` (HTTP status of the last failed attempt), ``code`` and
+    ``error_type`` from the server's error envelope, ``response_id`` when the error concerns a
+    known response, ``attempts`` (HTTP attempts made for the failing step).
+    """
+
+    status: int | None
+    code: str | None
+    error_type: str | None
+    response_id: str | None
+    attempts: int
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        error_type: str | None = None,
+        response_id: str | None = None,
+        attempts: int = 0,
+        **fields: Any,
+    ) -> None:
+        super().__init__(
+            message, status=status, code=code, error_type=error_type, response_id=response_id, attempts=attempts, **fields
+        )
+
+
+class SailAPIStatusError(SailEngineError):
     """The server answered with an error status (after any retries).
 
     Attributes: ``status`` (HTTP status), ``code`` and ``error_type`` from the error envelope,
@@ -100,18 +142,18 @@ class SailRateLimitError(SailAPIStatusError):
     """429 that outlived the retry budget or the deadline."""
 
 
-class SailTimeoutError(SailError, builtins.TimeoutError):
+class SailTimeoutError(SailEngineError, builtins.TimeoutError):
     """A per-request ``timeout`` or the whole-sample ``poll_timeout`` expired.
 
     When the sample had been created, the engine has already asked the server to cancel it.
     """
 
 
-class SailConnectionError(SailError, builtins.ConnectionError):
+class SailConnectionError(SailEngineError, builtins.ConnectionError):
     """The server could not be reached, or the connection broke, on every attempt."""
 
 
-class SailResponseError(SailError):
+class SailResponseError(SailEngineError):
     """The response reached a terminal status without a usable sample."""
 
 
@@ -127,15 +169,15 @@ class SailResponseExpiredError(SailResponseError):
     """The response expired, or its result is gone (404 while polling after retention)."""
 
 
-class SailProtocolError(SailError):
+class SailProtocolError(SailEngineError):
     """The server's answer does not follow the protocol (malformed JSON, mismatched lengths...)."""
 
 
 ProtocolError = SailProtocolError
 
 
-class SailInternalError(SailError):
-    """A bug in the sail-lite engine, caught before it could lose the sample. Please report it."""
+class SailInternalError(SailEngineError):
+    """A bug in the sail-lite engine (it was caught, and this sample failed; report it)."""
 
 
 class SailEventLoopError(SailError, RuntimeError):
@@ -153,9 +195,15 @@ def _short_repr(value: Any, limit: int = 80) -> str:
     return text
 
 
-# Error kinds the Rust engine reports (see rust/src/sample_error.rs).
-_KINDS: dict[str, type[SailError]] = {
-    "argument": SailArgumentError,
+def _redacted(text: str) -> str:
+    # Imported on first use: `re` would double the cost of `import sail_lite`.
+    from sail_lite._redact import redact_secrets
+
+    return redact_secrets(text)
+
+
+# The Rust engine's error kinds (rust/src/sample_error.rs `ErrorKind`), one class each.
+ENGINE_ERROR_CLASSES: dict[str, type[SailEngineError]] = {
     "status": SailAPIStatusError,
     "timeout": SailTimeoutError,
     "connection": SailConnectionError,
@@ -167,30 +215,29 @@ _KINDS: dict[str, type[SailError]] = {
 }
 
 
-def from_engine(
-    kind: str,
-    message: str,
-    status: int | None,
-    code: str | None,
-    response_id: str | None,
-    attempts: int,
-) -> SailError:
-    """Build the exception for an error tuple handed over by the Rust engine."""
-    fields: dict[str, Any] = {
-        "status": status,
-        "code": code,
-        "response_id": response_id,
-        "attempts": attempts,
-    }
-    cls = _KINDS.get(kind, SailError)
+def from_engine(error: EngineError, redactor: Redactor | None = None) -> SailEngineError:
+    """The exception for an error handed over by the Rust engine, with every text field
+    passed through ``redactor`` (a completer's own secrets) or the generic redaction."""
+    if redactor is None:
+        from sail_lite._redact import GENERIC
+
+        redactor = GENERIC
+    kind = error.kind
+    status = error.status
+    cls = ENGINE_ERROR_CLASSES.get(kind, SailInternalError)
     if kind == "status":
         if status in (401, 403):
             cls = SailAuthenticationError
         elif status == 429:
             cls = SailRateLimitError
-    if cls is SailArgumentError:
-        return SailArgumentError(code or "request", message)
-    return cls(message, **fields)
+    return cls(
+        redactor.redact(error.message),
+        status=status,
+        code=redactor.redact_optional(error.code),
+        error_type=redactor.redact_optional(error.error_type),
+        response_id=redactor.redact_optional(error.response_id),
+        attempts=error.attempts,
+    )
 
 
 class SailUnsupportedError(SailArgumentError, NotImplementedError):

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sail_lite import _validation as v
-from sail_lite._background import SailFuture, submit
+from sail_lite._background import submit
 from sail_lite.errors import MissingDependencyError, SailArgumentError, SailError, SailUnsupportedError
 
 try:
@@ -113,7 +113,7 @@ class SailSamplingClient:
         target_prompt_logprobs: Any = None,
         prompt_alt_tokens_k: int = 0,
         prompt_logprobs_last_n: int | None = None,
-    ) -> SailFuture[Any]:
+    ) -> Any:  # a SailFuture, or the fallback's own future
         """Sample ``num_samples`` sequences of ``prompt`` on Sail; await the result or call
         ``.result()``. Arguments Sail cannot serve go to ``fallback_sampling_client`` when there
         is one, else raise :class:`~sail_lite.SailUnsupportedError`."""
@@ -299,7 +299,7 @@ def _adapter_config_dict(adapter_config: Any) -> dict[str, Any]:
         return dict(adapter_config)
     import json
 
-    return dict(json.loads(v.adapter_config_json(adapter_config)))
+    return dict(json.loads(v.adapter_config_object_json(adapter_config)))
 
 
 def _unsupported_sample_arguments(**arguments: Any) -> str | None:

@@ -186,7 +186,7 @@ def request_fingerprint(
     elif stop is None:
         stop_part = None
     else:
-        items = list(stop)
+        items: list[Any] = list(stop)
         stop_part = {"strings": items} if items and isinstance(items[0], str) else {"ids": [int(t) for t in items]} if items else None
     header = {
         "v": 1,

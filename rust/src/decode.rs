@@ -104,6 +104,17 @@ struct ErrorObject {
     message: Option<String>,
     #[serde(default)]
     code: Option<serde_json::Value>,
+    #[serde(default, rename = "type")]
+    error_type: Option<serde_json::Value>,
+}
+
+/// What an error answer says: the envelope's `code`, `type` and `message` (or the first
+/// line of a body that is not an envelope).
+#[derive(Debug, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub code: Option<String>,
+    pub error_type: Option<String>,
+    pub message: String,
 }
 
 #[derive(Deserialize)]
@@ -230,19 +241,20 @@ fn code_text(v: &serde_json::Value) -> String {
 // ---- Error envelope --------------------------------------------------------------------
 
 /// `(code, message)` from an error body; a non-JSON body gives its first line, shortened.
-pub fn decode_error_body(body: &[u8]) -> (Option<String>, String) {
+pub fn decode_error_body(body: &[u8]) -> ErrorBody {
     #[derive(Deserialize)]
     struct Envelope {
         error: Option<ErrorObject>,
     }
     if let Ok(Envelope { error: Some(err) }) = serde_json::from_slice::<Envelope>(body) {
         let code = err.code.as_ref().map(code_text);
-        return (code, err.message.unwrap_or_default());
+        let error_type = err.error_type.as_ref().map(code_text);
+        return ErrorBody { code, error_type, message: err.message.unwrap_or_default() };
     }
     let text = String::from_utf8_lossy(body);
     let first = text.lines().next().unwrap_or("").trim();
     let short: String = first.chars().take(200).collect();
-    (None, short)
+    ErrorBody { code: None, error_type: None, message: short }
 }
 
 // ---- OpenAI-compatible /completions ---------------------------------------------------
@@ -411,9 +423,12 @@ mod tests {
     fn error_envelope() {
         assert_eq!(
             decode_error_body(br#"{"error":{"message":"bad top_p","type":"invalid_request_error","param":"top_p","code":"invalid_value"}}"#),
-            (Some("invalid_value".into()), "bad top_p".into())
+            ErrorBody { code: Some("invalid_value".into()), error_type: Some("invalid_request_error".into()), message: "bad top_p".into() }
         );
-        assert_eq!(decode_error_body(b"<html>502 Bad Gateway</html>\nmore"), (None, "<html>502 Bad Gateway</html>".into()));
+        assert_eq!(
+            decode_error_body(b"<html>502 Bad Gateway</html>\nmore"),
+            ErrorBody { code: None, error_type: None, message: "<html>502 Bad Gateway</html>".into() }
+        );
     }
 
     #[test]

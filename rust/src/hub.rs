@@ -4,13 +4,17 @@
 //! push of a burst writes one byte to a pipe the event loop watches (`loop.add_reader`).
 //! The loop thread then drains everything at once. So a burst of N completions costs one
 //! wake-up, not N `call_soon_threadsafe` calls.
+//!
+//! Log events (a retry, a server-side cancel, a failed response) travel the same way, but
+//! only while the loop's `sail_lite` logger would emit them: Python sets `log_level`, and a
+//! task checks it (one atomic load) before it even formats an event.
 
 use crate::decode::DecodedSample;
 use crate::sample_error::SampleError;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use tokio_util::sync::CancellationToken;
 
 pub struct SampleOutput {
@@ -31,8 +35,36 @@ pub struct Completion {
     pub stats: SampleStats,
 }
 
+/// `logging.DEBUG` / `logging.INFO`: the levels engine events are logged at.
+pub const DEBUG: u8 = 10;
+pub const INFO: u8 = 20;
+/// Above every `logging` level: no events are queued (the default until Python says otherwise).
+pub const LOGGING_OFF: u8 = u8::MAX;
+
+/// Something worth a log line, produced by a sample's task.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub level: u8,
+    pub kind: &'static str,
+    pub request_id: u64,
+    pub message: String,
+    pub status: Option<u16>,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub delay: Option<f64>,
+    pub response_id: Option<String>,
+}
+
+impl Event {
+    pub fn new(level: u8, kind: &'static str, request_id: u64, message: String) -> Event {
+        Event { level, kind, request_id, message, status: None, attempt: 0, max_attempts: 0, delay: None, response_id: None }
+    }
+}
+
 pub struct Hub {
     queue: Mutex<Vec<Completion>>,
+    events: Mutex<Vec<Event>>,
+    log_level: AtomicU8,
     wake_pending: AtomicBool,
     read_fd: RawFd,
     write_fd: RawFd,
@@ -53,6 +85,8 @@ impl Hub {
         }
         Ok(Hub {
             queue: Mutex::new(Vec::new()),
+            events: Mutex::new(Vec::new()),
+            log_level: AtomicU8::new(LOGGING_OFF),
             wake_pending: AtomicBool::new(false),
             read_fd: fds[0],
             write_fd: fds[1],
@@ -92,6 +126,35 @@ impl Hub {
             return;
         }
         self.queue.lock().push(completion);
+        self.wake();
+    }
+
+    /// Queue events at `level` and above; `level` is a Python `logging` level (clamped).
+    pub fn set_log_level(&self, level: i64) {
+        self.log_level.store(level.clamp(1, LOGGING_OFF as i64) as u8, Ordering::Relaxed);
+    }
+
+    /// Whether an event at `level` would be logged: check before building one.
+    #[inline]
+    pub fn logs(&self, level: u8) -> bool {
+        level >= self.log_level.load(Ordering::Relaxed)
+    }
+
+    /// Called from tokio tasks; dropped unless `logs(event.level)`.
+    pub fn push_event(&self, event: Event) {
+        if !self.logs(event.level) || self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        self.events.lock().push(event);
+        self.wake();
+    }
+
+    /// The events queued since the last call (on the event-loop thread, after `take`).
+    pub fn take_events(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.events.lock())
+    }
+
+    fn wake(&self) {
         if !self.wake_pending.swap(true, Ordering::AcqRel) {
             let byte = 1u8;
             // SAFETY: writing one byte from a live buffer to our own fd. A full pipe (EAGAIN)
@@ -122,6 +185,7 @@ impl Hub {
             token.cancel();
         }
         self.queue.lock().clear();
+        self.events.lock().clear();
     }
 }
 
@@ -188,6 +252,23 @@ mod tests {
         assert_eq!(hub.in_flight(), 0);
         hub.push(done(5));
         assert!(readable(hub.read_fd()), "the next burst wakes again");
+    }
+
+    #[test]
+    fn events_are_queued_only_at_enabled_levels() {
+        let hub = Hub::new().unwrap();
+        assert!(!hub.logs(INFO), "off until Python sets a level");
+        hub.push_event(Event::new(INFO, "retry", 1, "x".into()));
+        assert!(hub.take_events().is_empty() && !readable(hub.read_fd()));
+        hub.set_log_level(INFO as i64);
+        assert!(hub.logs(INFO) && !hub.logs(DEBUG));
+        hub.push_event(Event::new(DEBUG, "server_cancel", 1, "dropped".into()));
+        hub.push_event(Event::new(INFO, "retry", 1, "kept".into()));
+        assert!(readable(hub.read_fd()), "an event wakes the loop like a completion");
+        let events = hub.take_events();
+        assert_eq!(events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["kept"]);
+        hub.set_log_level(0);
+        assert!(hub.logs(DEBUG));
     }
 
     #[test]

@@ -3,15 +3,16 @@
 //! lives in Python; this layer only checks what it must to stay memory-safe and typed.
 
 use crate::engine::{self, HttpClientKey};
-use crate::hub::{Completion, Hub};
+use crate::hub::{Completion, Event, Hub};
 use crate::poll_planner::{PollPlanner, DEFAULT_POLL_OVERHEAD};
 use crate::request_body::{SamplingDefaults, Stop};
 use crate::retry::RetryPolicy;
+use crate::sample_error::SampleError;
 use crate::sampler::{self, Protocol, SampleJob, Sampler, SamplerConfig};
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyList, PyTuple, PyType};
+use pyo3::types::{PyDict, PyList, PyType};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -240,16 +241,28 @@ impl CompletionHub {
         self.inner.read_fd()
     }
 
-    /// Everything finished since the last drain, as tuples
-    /// `(request_id, tokens, logprobs, stop_reason, response_id, error, retries)`;
-    /// `error` is `(kind, message, status, code, response_id, attempts)` or None.
+    /// Everything finished since the last drain, as `Completion`s.
     fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let done = self.inner.take();
         let out = PyList::empty(py);
         for c in done {
-            out.append(completion_tuple(py, c)?)?;
+            out.append(Bound::new(py, PyCompletion::from_engine(py, c)?)?)?;
         }
         Ok(out)
+    }
+
+    /// The log events queued since the last call (none while logging is off).
+    fn drain_events<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        for e in self.inner.take_events() {
+            out.append(Bound::new(py, PyEngineEvent::from(e))?)?;
+        }
+        Ok(out)
+    }
+
+    /// Queue events at `level` and above (a `logging` level; above CRITICAL: none).
+    fn set_log_level(&self, level: i64) {
+        self.inner.set_log_level(level);
     }
 
     fn cancel(&self, request_id: u64) {
@@ -266,28 +279,84 @@ impl CompletionHub {
     }
 }
 
-fn completion_tuple<'py>(py: Python<'py>, c: Completion) -> PyResult<Bound<'py, PyTuple>> {
-    let none = || py.None().into_bound(py);
-    let retries = c.stats.retries.into_pyobject(py)?.into_any();
-    let id = c.request_id.into_pyobject(py)?.into_any();
-    match c.result {
-        Ok(out) => {
-            let tokens = PyList::new(py, &out.sample.tokens)?.into_any();
-            let logprobs = match &out.sample.logprobs {
-                Some(lps) => PyList::new(py, lps)?.into_any(),
-                None => none(),
-            };
-            let stop = pyo3::types::PyString::new(py, out.sample.stop_reason.as_str()).into_any();
-            let rid = match &out.response_id {
-                Some(r) => r.into_pyobject(py)?.into_any(),
-                None => none(),
-            };
-            PyTuple::new(py, [id, tokens, logprobs, stop, rid, none(), retries])
-        }
-        Err(e) => {
-            let err = (e.kind.as_str(), e.message, e.status, e.code, e.response_id.clone(), e.attempts).into_pyobject(py)?.into_any();
-            let rid = e.response_id.into_pyobject(py)?.into_any();
-            PyTuple::new(py, [id, none(), none(), none(), rid, err, retries])
+/// One finished sample as Python sees it (`sail_lite._core.Completion`). Adding a field is
+/// one line here plus its value in `from_engine` (and its line in `_core.pyi`).
+#[pyclass(frozen, get_all, name = "Completion", module = "sail_lite._core")]
+pub struct PyCompletion {
+    request_id: u64,
+    /// The sampled token ids; None when the sample failed.
+    tokens: Option<Py<PyList>>,
+    logprobs: Option<Py<PyList>>,
+    stop_reason: Option<&'static str>,
+    response_id: Option<String>,
+    /// HTTP retries this sample needed (whatever its outcome).
+    retries: u32,
+    error: Option<Py<PyEngineError>>,
+}
+
+impl PyCompletion {
+    fn from_engine(py: Python<'_>, c: Completion) -> PyResult<Self> {
+        let retries = c.stats.retries;
+        let request_id = c.request_id;
+        Ok(match c.result {
+            Ok(out) => PyCompletion {
+                request_id,
+                tokens: Some(PyList::new(py, &out.sample.tokens)?.unbind()),
+                logprobs: out.sample.logprobs.as_ref().map(|lps| PyList::new(py, lps)).transpose()?.map(Bound::unbind),
+                stop_reason: Some(out.sample.stop_reason.as_str()),
+                response_id: out.response_id,
+                retries,
+                error: None,
+            },
+            Err(e) => PyCompletion {
+                request_id,
+                tokens: None,
+                logprobs: None,
+                stop_reason: None,
+                response_id: e.response_id.clone(),
+                retries,
+                error: Some(Py::new(py, PyEngineError::from(e))?),
+            },
+        })
+    }
+}
+
+#[pymethods]
+impl PyCompletion {
+    fn __repr__(&self) -> String {
+        let outcome = match &self.error {
+            Some(_) => "error".to_string(),
+            None => format!("stop_reason={:?}", self.stop_reason.unwrap_or("")),
+        };
+        format!("Completion(request_id={}, {outcome}, retries={})", self.request_id, self.retries)
+    }
+}
+
+/// Why a sample failed, as the engine saw it (`sail_lite._core.EngineError`);
+/// `sail_lite.errors.from_engine` turns it into the matching exception, redacting its texts.
+#[pyclass(frozen, get_all, name = "EngineError", module = "sail_lite._core")]
+pub struct PyEngineError {
+    /// One of `ErrorKind::as_str` (`status`, `timeout`, ...), mapped 1:1 to Python classes.
+    kind: &'static str,
+    /// Not yet redacted: may quote what a server sent back.
+    message: String,
+    status: Option<u16>,
+    code: Option<String>,
+    error_type: Option<String>,
+    response_id: Option<String>,
+    attempts: u32,
+}
+
+impl From<SampleError> for PyEngineError {
+    fn from(e: SampleError) -> Self {
+        PyEngineError {
+            kind: e.kind.as_str(),
+            message: e.message,
+            status: e.status,
+            code: e.code,
+            error_type: e.error_type,
+            response_id: e.response_id,
+            attempts: e.attempts,
         }
     }
 }
@@ -298,6 +367,43 @@ fn completion_tuple<'py>(py: Python<'py>, c: Completion) -> PyResult<Bound<'py, 
 fn cancel_unscoped_samples(py: Python<'_>, timeout: f64) -> usize {
     let limit = Duration::from_secs_f64(if timeout.is_finite() { timeout.clamp(0.0, 3600.0) } else { 0.0 });
     py.detach(|| crate::exit_cancel::cancel_all_and_wait(limit))
+}
+
+#[pymethods]
+impl PyEngineError {
+    fn __repr__(&self) -> String {
+        // Never the message or the server's texts: they are redacted only in Python.
+        format!("EngineError(kind={:?}, status={:?}, attempts={})", self.kind, self.status, self.attempts)
+    }
+}
+
+/// A log event of the engine (`sail_lite._core.EngineEvent`), emitted by `sail_lite._logging`.
+#[pyclass(frozen, get_all, name = "EngineEvent", module = "sail_lite._core")]
+pub struct PyEngineEvent {
+    level: u8,
+    kind: &'static str,
+    request_id: u64,
+    /// Not yet redacted: may quote what a server sent back.
+    message: String,
+    status: Option<u16>,
+    attempt: u32,
+    max_attempts: u32,
+    delay: Option<f64>,
+    response_id: Option<String>,
+}
+
+impl From<Event> for PyEngineEvent {
+    fn from(e: Event) -> Self {
+        let Event { level, kind, request_id, message, status, attempt, max_attempts, delay, response_id } = e;
+        PyEngineEvent { level, kind, request_id, message, status, attempt, max_attempts, delay, response_id }
+    }
+}
+
+#[pymethods]
+impl PyEngineEvent {
+    fn __repr__(&self) -> String {
+        format!("EngineEvent(kind={:?}, request_id={}, level={})", self.kind, self.request_id, self.level)
+    }
 }
 
 /// Process-wide engine counters (for summaries and tests).
@@ -315,6 +421,9 @@ fn engine_metrics(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SamplerClient>()?;
     m.add_class::<CompletionHub>()?;
+    m.add_class::<PyCompletion>()?;
+    m.add_class::<PyEngineError>()?;
+    m.add_class::<PyEngineEvent>()?;
     m.add_function(wrap_pyfunction!(engine_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(cancel_unscoped_samples, m)?)?;
     Ok(())

@@ -35,13 +35,15 @@ pub struct SampleError {
     pub message: String,
     pub status: Option<u16>,
     pub code: Option<String>,
+    /// The error envelope's `type` (e.g. `invalid_request_error`), for status errors.
+    pub error_type: Option<String>,
     pub response_id: Option<String>,
     pub attempts: u32,
 }
 
 impl SampleError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        SampleError { kind, message: message.into(), status: None, code: None, response_id: None, attempts: 0 }
+        SampleError { kind, message: message.into(), status: None, code: None, error_type: None, response_id: None, attempts: 0 }
     }
 
     pub fn with_response_id(mut self, id: Option<&str>) -> Self {

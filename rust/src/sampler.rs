@@ -4,7 +4,7 @@
 use crate::decode::{self, PollOutcome};
 use crate::engine::{Engine, HttpPool, Metrics};
 use crate::exit_cancel;
-use crate::hub::{Completion, Hub, SampleOutput, SampleStats};
+use crate::hub::{Completion, Event, Hub, SampleOutput, SampleStats, DEBUG, INFO};
 use crate::poll_planner::PollPlanner;
 use crate::request_body::{self, SamplingDefaults, Stop};
 use crate::retry::{self, RetryPolicy};
@@ -113,7 +113,7 @@ pub async fn run(engine: &'static Engine, pool: HttpPool, sampler: Arc<Sampler>,
     let scoped = job.idempotency_key.is_some();
     // Unscoped samples are cancelled on the server when the process exits; scoped ones stay.
     let _exit_guard = (!scoped && sampler.config.protocol == Protocol::Responses).then(|| exit_cancel::track_sample(&cancel));
-    let mut ctx = Ctx { engine, pool, sampler, cancel, stats: SampleStats::default(), started: Instant::now(), scoped, gone: false, poll_hint: None };
+    let mut ctx = Ctx { engine, pool, sampler, hub: hub.clone(), request_id, cancel, stats: SampleStats::default(), started: Instant::now(), scoped, gone: false, poll_hint: None };
     let work = async {
         match ctx.sampler.config.protocol {
             Protocol::Responses => ctx.run_response(job).await,
@@ -126,6 +126,19 @@ pub async fn run(engine: &'static Engine, pool: HttpPool, sampler: Arc<Sampler>,
         Ok(result) => result,
         Err(panic) => Err(SampleError::new(ErrorKind::Internal, format!("internal error in the sail-lite engine: {}", panic_message(&panic)))),
     };
+    if let Err(e) = &result {
+        let kind = match e.kind {
+            ErrorKind::Failed => Some("response_failed"),
+            ErrorKind::Expired => Some("response_expired"),
+            _ => None,
+        };
+        if let Some(kind) = kind.filter(|_| hub.logs(INFO)) {
+            let mut event = Event::new(INFO, kind, request_id, e.message.clone());
+            event.status = e.status;
+            event.response_id = e.response_id.clone();
+            hub.push_event(event);
+        }
+    }
     let m = &engine.metrics;
     Metrics::add(if result.is_ok() { &m.samples_succeeded } else { &m.samples_failed }, 1);
     hub.push(Completion { request_id, result, stats: ctx.stats });
@@ -135,6 +148,9 @@ struct Ctx {
     engine: &'static Engine,
     pool: HttpPool,
     sampler: Arc<Sampler>,
+    /// Where log events go (only while the loop's logger would emit them).
+    hub: Arc<Hub>,
+    request_id: u64,
     cancel: CancellationToken,
     stats: SampleStats,
     started: Instant,
@@ -155,7 +171,7 @@ enum Abort {
 
 /// One failed HTTP attempt, classified for the retry decision.
 enum AttemptFailure {
-    Status { status: u16, code: Option<String>, message: String, retry_after: Option<Duration>, should_retry: Option<bool> },
+    Status { status: u16, code: Option<String>, error_type: Option<String>, message: String, retry_after: Option<Duration>, should_retry: Option<bool> },
     /// Never reached the server: always safe to retry.
     Connect(String),
     /// The server's certificate was rejected: retrying cannot help.
@@ -230,13 +246,14 @@ impl Ctx {
             };
             return Ok(answer.body);
         }
-        let (code, message) = decode::decode_error_body(&answer.body);
+        let decode::ErrorBody { code, error_type, message } = decode::decode_error_body(&answer.body);
         let retry_after = retry::parse_retry_after(answer.retry_after_ms.as_deref(), answer.retry_after.as_deref(), SystemTime::now());
-        Err(AttemptFailure::Status { status, code, message, retry_after, should_retry: answer.should_retry })
+        Err(AttemptFailure::Status { status, code, error_type, message, retry_after, should_retry: answer.should_retry })
     }
 
     /// Attempts with retries. `reached_server_retry` says whether failures that may have
     /// reached the server (timeouts, resets, 5xx) may be retried (not for asap creates).
+    #[allow(clippy::too_many_arguments)]
     async fn with_retries(
         &mut self,
         what: &str,
@@ -264,6 +281,17 @@ impl Ctx {
                 return Err(SampleError { attempts: retry + 1, ..err });
             }
             let delay = policy.delay(retry, hint, self.unit_random());
+            if self.hub.logs(INFO) {
+                let (attempt, max_attempts) = (retry + 1, policy.max_retries.saturating_add(1));
+                let message = format!("{}; retrying in {:.3} s (attempt {attempt} of {max_attempts})", err.message, delay.as_secs_f64());
+                let mut event = Event::new(INFO, "retry", self.request_id, message);
+                event.status = err.status;
+                event.attempt = attempt;
+                event.max_attempts = max_attempts;
+                event.delay = Some(delay.as_secs_f64());
+                event.response_id = response_id.map(str::to_owned);
+                self.hub.push_event(event);
+            }
             // A server hint longer than the time we have left is not slept through.
             if !retry::fits_before_deadline(delay, self.remaining()) {
                 let mut e = err;
@@ -349,6 +377,11 @@ impl Ctx {
                     return Err(e.with_response_id(Some(&id)));
                 }
                 PollOutcome::Cancelled => {
+                    if self.hub.logs(INFO) {
+                        let mut event = Event::new(INFO, "response_cancelled", self.request_id, format!("response {id} was cancelled by the server"));
+                        event.response_id = Some(id.clone());
+                        self.hub.push_event(event);
+                    }
                     return Err(SampleError::new(ErrorKind::Cancelled, format!("response {id} was cancelled by the server")).with_response_id(Some(&id)))
                 }
                 PollOutcome::Expired => {
@@ -438,6 +471,11 @@ impl Ctx {
             return;
         }
         let in_progress = exit_cancel::track_server_cancel();
+        if self.hub.logs(DEBUG) {
+            let mut event = Event::new(DEBUG, "server_cancel", self.request_id, format!("asking the server to cancel response {id}"));
+            event.response_id = Some(id.to_owned());
+            self.hub.push_event(event);
+        }
         let url = self.sampler.response_url(id, Some("cancel"));
         let pool = self.pool.clone();
         let sampler = self.sampler.clone();
@@ -501,12 +539,13 @@ fn classify(what: &str, failure: AttemptFailure, may_resend: bool) -> (bool, Opt
         AttemptFailure::Protocol(message) => {
             (retry::Failure::Protocol, None, SampleError::new(ErrorKind::Protocol, format!("{what}: the server's answer is not valid HTTP/1.1: {message}")))
         }
-        AttemptFailure::Status { status, code, message, retry_after, should_retry } => {
+        AttemptFailure::Status { status, code, error_type, message, retry_after, should_retry } => {
             let shown = if message.is_empty() { String::new() } else { format!(": {message}") };
             let code_part = code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default();
             let mut e = SampleError::new(ErrorKind::Status, format!("{what} failed with HTTP {status}{code_part}{shown}"));
             e.status = Some(status);
             e.code = code;
+            e.error_type = error_type;
             (retry::Failure::Status { status, should_retry }, retry_after, e)
         }
     };

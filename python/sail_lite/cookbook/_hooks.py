@@ -83,14 +83,15 @@ def _version(dist: str, module: Any) -> tuple[int, int]:
     except metadata.PackageNotFoundError:
         text = getattr(module, "__version__", "0.0")
     parts = [int(p) for p in text.split(".")[:2] if p.isdigit()]
-    return (parts + [0, 0])[0], (parts + [0, 0])[1]
+    major, minor = [*parts, 0, 0][:2]
+    return major, minor
 
 
 def _check_supported() -> tuple[Any, Any]:
     try:
         import tinker
         import tinker_cookbook
-        import tinker_cookbook.rl.train  # noqa: F401 - the loop being hooked must import
+        import tinker_cookbook.rl.train  # the loop being hooked must import
     except ImportError as exc:
         raise MissingDependencyError(
             f"sample_on_sail needs tinker and tinker-cookbook's RL loop ({exc}): pip install 'sail-lite[tinker]'"

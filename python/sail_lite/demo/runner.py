@@ -168,7 +168,7 @@ class _ProgressReporter:
 
 
 def _policies(config: DemoConfig, emulator: Emulator) -> dict[str, Any]:
-    common = {
+    common: dict[str, Any] = {
         "model": config.model,
         "max_tokens": config.max_tokens,
         "temperature": config.temperature,

@@ -15,43 +15,36 @@ from typing import Any
 
 from tinker_cookbook.completers import TokenCompleter
 
-from sail_lite.errors import SailArgumentError, SailError
 from sail_lite._redact import redact_secrets
+from sail_lite._validation import seconds
+from sail_lite.errors import SailArgumentError, SailError
 from sail_lite.tinker.errors import SignedUrlExpiredError
 from sail_lite.tinker.paths import TinkerPath, parse_tinker_path
 from sail_lite.tinker.signed_urls import (
+    DEFAULT_REFRESH_MARGIN_SECONDS,
+    DEFAULT_REFRESH_RETRY_SECONDS,
     DEFAULT_UNKNOWN_EXPIRY_SECONDS,
     TinkerCheckpoint,
-    _format_duration,
-    _rest_client_async,
+    format_duration,
     is_signed_url_expired_error,
     resolve_tinker_checkpoint,
     validate_ttl_seconds,
 )
+from sail_lite.tinker.tinker_compat import rest_client_async
 
 __all__ = ["RefreshingSailCompleter"]
 
 logger = logging.getLogger("sail_lite.tinker")
 
-DEFAULT_REFRESH_MARGIN_SECONDS = 300.0
-DEFAULT_REFRESH_RETRY_SECONDS = 30.0
 
 # Arguments the wrapper owns: the inner completer gets them from the resolved checkpoint.
 RESERVED_COMPLETER_KWARGS = frozenset({"lora", "tinker_lora_signed_url", "adapter_config"})
 
 
-def _seconds(value: object, argument: str, *, allow_zero: bool) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and (value > 0 or (allow_zero and value == 0)):  # type: ignore[operator]
-        return float(value)  # type: ignore[arg-type]
-    what = "a non-negative number of seconds" if allow_zero else "a positive number of seconds"
-    raise SailArgumentError(argument, what, value)
-
-
 def _default_completer_cls() -> type[Any]:
     import sail_lite
 
-    cls = getattr(sail_lite, "SailTokenCompleter", None)
+    cls: type[Any] | None = getattr(sail_lite, "SailTokenCompleter", None)
     if cls is None:
         raise SailError(
             "sail_lite.SailTokenCompleter is not available in this build; pass completer_cls=..."
@@ -108,9 +101,9 @@ class RefreshingSailCompleter(TokenCompleter):
         self._rest_client = rest_client
         self._checkpoint = checkpoint
         self._ttl_pending = validate_ttl_seconds(ttl_seconds) if checkpoint is None else None
-        self._margin = _seconds(refresh_margin_seconds, "refresh_margin_seconds", allow_zero=True)
-        self._unknown_expiry = _seconds(unknown_expiry_seconds, "unknown_expiry_seconds", allow_zero=False)
-        self._retry_after = _seconds(refresh_retry_seconds, "refresh_retry_seconds", allow_zero=True)
+        self._margin = seconds("refresh_margin_seconds", refresh_margin_seconds, allow_zero=True)
+        self._unknown_expiry = seconds("unknown_expiry_seconds", unknown_expiry_seconds)
+        self._retry_after = seconds("refresh_retry_seconds", refresh_retry_seconds, allow_zero=True)
         self._completer_cls = completer_cls
         self._clock = clock
         self._inner: Any = None
@@ -170,7 +163,7 @@ class RefreshingSailCompleter(TokenCompleter):
                 raise
             ck = self._checkpoint
             left = (
-                f"; Tinker says it is valid for {_format_duration(ck.seconds_left(self._now()))} more, "
+                f"; Tinker says it is valid for {format_duration(ck.seconds_left(self._now()))} more, "
                 "so check this machine's clock"
                 if ck is not None and ck.seconds_left(self._now()) > 0
                 else ""
@@ -280,7 +273,7 @@ class RefreshingSailCompleter(TokenCompleter):
 
     async def _resolve(self) -> TinkerCheckpoint:
         if self._rest_client is None:
-            self._rest_client = await _rest_client_async(None)
+            self._rest_client = await rest_client_async(None)
         checkpoint = await resolve_tinker_checkpoint(
             self._rest_client,
             self._path,

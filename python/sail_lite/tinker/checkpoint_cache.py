@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from sail_lite.tinker._refreshing import DEFAULT_REFRESH_MARGIN_SECONDS
+from sail_lite.tinker.signed_urls import DEFAULT_REFRESH_MARGIN_SECONDS
 
 _lock = threading.Lock()
 _checkpoints: dict[str, Any] = {}

@@ -10,10 +10,12 @@ from sail_lite.errors import MissingDependencyError, SailArgumentError
 from sail_lite.tinker.adapter_config import DEFAULT_MAX_LORA_RANK, AdapterConfigSource, load_adapter_config
 from sail_lite.tinker.paths import TinkerPath, parse_tinker_path
 from sail_lite.tinker.signed_urls import (
+    DEFAULT_REFRESH_MARGIN_SECONDS,
+    DEFAULT_REFRESH_RETRY_SECONDS,
     DEFAULT_UNKNOWN_EXPIRY_SECONDS,
-    _rest_client_async,
     validate_ttl_seconds,
 )
+from sail_lite.tinker.tinker_compat import rest_client_async
 
 if TYPE_CHECKING:
     from sail_lite.tinker._refreshing import RefreshingSailCompleter
@@ -38,9 +40,9 @@ async def sail_completer_for_checkpoint(
     *,
     adapter_config: AdapterConfigSource,
     ttl_seconds: int | None = None,
-    refresh_margin_seconds: float = 300.0,
+    refresh_margin_seconds: float = DEFAULT_REFRESH_MARGIN_SECONDS,
     unknown_expiry_seconds: float = DEFAULT_UNKNOWN_EXPIRY_SECONDS,
-    refresh_retry_seconds: float = 30.0,
+    refresh_retry_seconds: float = DEFAULT_REFRESH_RETRY_SECONDS,
     base_model: str | None = None,
     max_rank: int = DEFAULT_MAX_LORA_RANK,
     completer_cls: type[Any] | Callable[..., Any] | None = None,
@@ -80,7 +82,7 @@ async def sail_completer_for_checkpoint(
     ttl = validate_ttl_seconds(ttl_seconds)
     cfg = load_adapter_config(adapter_config, base_model=base_model, max_rank=max_rank)
     cls = _refreshing_cls()
-    rest = await _rest_client_async(service_client_or_rest_client)
+    rest = await rest_client_async(service_client_or_rest_client)
     # Validates the timing arguments before anything is sent to Tinker.
     completer = cls(
         tinker_path=tp,

@@ -16,27 +16,33 @@ line produced here.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import datetime as _dt
-import inspect
 import logging
 import math
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, NoReturn
+from typing import Any, Final, Literal
 
+from sail_lite._redact import redact_url
+from sail_lite._validation import seconds
 from sail_lite.errors import SailArgumentError, SailError
-from sail_lite._redact import redact_secrets, redact_url
 from sail_lite.tinker.errors import (
     SignedUrlExpiredError,
     SignedUrlUnavailableError,
     TinkerCheckpointError,
-    TinkerNotInstalledError,
 )
 from sail_lite.tinker.paths import TinkerPath, parse_tinker_path
+from sail_lite.tinker.tinker_compat import (
+    ARCHIVE_METHOD,
+    EXTERNAL_METHOD,
+    TTL_METHOD,
+    call_rest,
+    has_method,
+    plan_url_method,
+    raise_wrapped,
+    rest_client_async,
+)
 
 __all__ = [
     "MIN_TTL_SECONDS",
@@ -56,15 +62,15 @@ MIN_TTL_SECONDS: Final = 3600
 MAX_TTL_SECONDS: Final = 10 * 365 * 24 * 3600
 """Tinker's largest checkpoint TTL: ten years (of 365 days)."""
 DEFAULT_UNKNOWN_EXPIRY_SECONDS: Final = 900.0
+# How long before a signed URL's expiry a refreshing completer replaces it, and how soon it
+# tries again after a failed refresh (defaults of sail_completer_for_checkpoint).
+DEFAULT_REFRESH_MARGIN_SECONDS: Final = 300.0
+DEFAULT_REFRESH_RETRY_SECONDS: Final = 30.0
 """How long a signed URL is assumed to live when tinker does not report its expiry (tinker's own
 fallback for archive redirects without an ``Expires`` header is 15 minutes)."""
 
 ADAPTER_WEIGHTS_FILENAME: Final = "adapter_model.safetensors"
 
-_ARCHIVE_METHOD: Final = "get_checkpoint_archive_url_from_tinker_path"
-_EXTERNAL_METHOD: Final = "get_external_weights_urls"
-_TTL_METHOD: Final = "set_checkpoint_ttl_from_tinker_path"
-_REST_METHODS: Final = (_TTL_METHOD, _EXTERNAL_METHOD, _ARCHIVE_METHOD)
 
 UrlSource = Literal["archive", "external_weights"]
 Clock = Callable[[], float]
@@ -102,7 +108,7 @@ def validate_ttl_seconds(ttl_seconds: object, *, argument: str = "ttl_seconds") 
 # --------------------------------------------------------------------------------------------
 
 
-def _format_duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     seconds = abs(seconds)
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -180,7 +186,7 @@ class TinkerCheckpoint:
         if self.is_expired(now):
             assert self.expires_at is not None
             raise SignedUrlExpiredError(
-                f"the signed URL for {self.path.path} expired {_format_duration(now - self.expires_at)} ago "
+                f"the signed URL for {self.path.path} expired {format_duration(now - self.expires_at)} ago "
                 f"(at {_format_instant(self.expires_at)}); signed Tinker URLs are short-lived: resolve a "
                 "fresh one (await checkpoint.refreshed(rest_client) or resolve_tinker_checkpoint(...)), or "
                 "use sail_completer_for_checkpoint(...), which re-resolves before expiry",
@@ -208,13 +214,13 @@ class TinkerCheckpoint:
         now = time.time() if now is None else now
         where = redact_url(self.url).split("?", 1)[0]
         if self.expires_at is None:
-            when = f"expiry unknown, refresh due in {_format_duration(self.valid_until - now)}"
+            when = f"expiry unknown, refresh due in {format_duration(self.valid_until - now)}"
             if self.valid_until <= now:
                 when = "expiry unknown, refresh overdue"
         elif self.expires_at > now:
-            when = f"expires in {_format_duration(self.expires_at - now)}"
+            when = f"expires in {format_duration(self.expires_at - now)}"
         else:
-            when = f"expired {_format_duration(now - self.expires_at)} ago"
+            when = f"expired {format_duration(now - self.expires_at)} ago"
         return f"<signed url for {where}, {when}>"
 
     def __repr__(self) -> str:
@@ -223,180 +229,6 @@ class TinkerCheckpoint:
         return f"TinkerCheckpoint(path={self.path.path!r}, url={self.describe_url()}{extra}{ttl})"
 
     __str__ = __repr__
-
-
-# --------------------------------------------------------------------------------------------
-# Talking to whichever tinker is installed
-# --------------------------------------------------------------------------------------------
-
-
-def _import_tinker() -> Any:
-    try:
-        import tinker
-    except ImportError as exc:
-        raise TinkerNotInstalledError(
-            "the tinker package is needed to resolve Tinker checkpoints: pip install 'sail-lite[tinker]' "
-            "(or pass a tinker ServiceClient/RestClient you already have)"
-        ) from exc
-    return tinker
-
-
-def _tinker_version() -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version("tinker")
-    except Exception:
-        return None
-
-
-def _is_deprecated(fn: object) -> bool:
-    return getattr(fn, "__deprecated__", None) is not None
-
-
-def _has_method(obj: object, name: str) -> bool:
-    return callable(getattr(obj, name, None)) or callable(getattr(obj, f"{name}_async", None))
-
-
-def _looks_like_rest_client(obj: object) -> bool:
-    return any(_has_method(obj, name) for name in _REST_METHODS)
-
-
-async def _settle(result: Any) -> Any:
-    """Await whatever a tinker method returned: a coroutine, an ``APIFuture`` (awaitable), a
-    ``concurrent.futures.Future`` (older sync-only methods), or a plain value."""
-    for _ in range(4):
-        if inspect.isawaitable(result):
-            result = await result
-        elif isinstance(result, concurrent.futures.Future):
-            result = await asyncio.wrap_future(result)
-        else:
-            break
-    return result
-
-
-async def _call_rest(rest: Any, name: str, *args: Any) -> Any:
-    """Call ``name`` on a RestClient of any tinker release, without blocking the event loop.
-
-    Preference: a non-deprecated ``<name>_async`` coroutine (older releases, whose plain method is
-    sync-only), else the plain method (0.38: returns an awaitable ``APIFuture``), else a deprecated
-    ``_async`` twin with its deprecation warning silenced.
-    """
-    plain = getattr(rest, name, None)
-    twin = getattr(rest, f"{name}_async", None)
-    if callable(twin) and not _is_deprecated(twin):
-        result = twin(*args)
-    elif callable(plain):
-        result = plain(*args)
-    elif callable(twin):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            result = twin(*args)
-    else:  # pragma: no cover - callers check _has_method first
-        raise AttributeError(name)
-    return await _settle(result)
-
-
-async def _rest_client_async(service_client_or_rest_client: Any) -> Any:
-    """A RestClient from a RestClient (returned as is), a ServiceClient (``create_rest_client()``,
-    deprecated in 0.38 but the only way to keep its base URL and key), or ``None`` (construct
-    ``tinker.RestClient()`` from ``TINKER_BASE_URL`` / ``TINKER_API_KEY``).
-
-    Construction talks to the server (tinker fetches its client config), so it runs in a thread.
-    """
-    obj = service_client_or_rest_client
-    if obj is None:
-        tinker = _import_tinker()
-        rest_cls = getattr(tinker, "RestClient", None)
-        if rest_cls is None:  # pragma: no cover - every tinker release has it
-            raise TinkerNotInstalledError("the installed tinker has no RestClient")
-        try:
-            return await asyncio.to_thread(rest_cls)
-        except TypeError as exc:
-            raise SailArgumentError(
-                "service_client_or_rest_client",
-                "a tinker.ServiceClient or RestClient (this tinker release cannot construct "
-                "RestClient() directly)",
-                None,
-            ) from exc
-        except SailError:
-            raise
-        except Exception as exc:
-            raise TinkerCheckpointError(
-                f"could not construct tinker.RestClient(): {type(exc).__name__}: {redact_secrets(str(exc))}"
-            ) from (exc if redact_secrets(str(exc)) == str(exc) else None)
-    if _looks_like_rest_client(obj):
-        return obj
-    create = getattr(obj, "create_rest_client", None)
-    if callable(create):
-
-        def _create() -> Any:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
-                warnings.simplefilter("ignore", DeprecationWarning)
-                return create()
-
-        return await asyncio.to_thread(_create)
-    raise SailArgumentError(
-        "service_client_or_rest_client",
-        "a tinker.ServiceClient, a tinker.RestClient, or None (construct tinker.RestClient() from the environment)",
-        type(obj).__name__,
-    )
-
-
-def _raise_wrapped(what: str, tp: TinkerPath, exc: BaseException) -> NoReturn:
-    status = getattr(exc, "status_code", None)
-    if not isinstance(status, int):
-        status = None
-    hint = ""
-    if status == 404:
-        hint = " (no such checkpoint, or it belongs to another account, or its TTL already expired)"
-    elif status in (401, 403):
-        hint = " (check TINKER_API_KEY)"
-    text = redact_secrets(str(exc))
-    shown_status = f" with HTTP {status}" if status is not None else ""
-    err = TinkerCheckpointError(
-        f"{what} for {tp.path} failed{shown_status}{hint}: {type(exc).__name__}: {text}",
-        tinker_path=tp.path,
-        status=status,
-    )
-    if text == str(exc):  # chain the original only when it carries no secret
-        raise err from exc
-    raise err from None
-
-
-def _unavailable(rest: Any, tp: TinkerPath) -> SignedUrlUnavailableError:
-    module = type(rest).__module__ or ""
-    if module.split(".", 1)[0] == "tinker":
-        version = _tinker_version()
-        who = f"the installed tinker{f' {version}' if version else ''}"
-    else:
-        who = f"this RestClient ({type(rest).__name__})"
-    if tp.kind == "external":
-        return SignedUrlUnavailableError(
-            f"{who} offers no way to get a signed URL for {tp.path}: its RestClient has neither "
-            f"{_EXTERNAL_METHOD} nor {_ARCHIVE_METHOD}; upgrade tinker (pip install -U tinker)",
-            tinker_path=tp.path,
-        )
-    kind = "sampler" if tp.kind == "sampler" else "training-state"
-    return SignedUrlUnavailableError(
-        f"{who} offers no way to get a signed URL for a {kind} checkpoint ({tp.path}): only older tinker "
-        f"releases had {_ARCHIVE_METHOD}, and current ones sign external_weights exports only. "
-        "Export the LoRA with `await training_client.save_weights_external(name)` and pass the "
-        "tinker://<run>/external_weights/<name> path it returns instead "
-        "(or upload the adapter to Sail and pass lora=<its name>)",
-        tinker_path=tp.path,
-    )
-
-
-def _plan(rest: Any, tp: TinkerPath) -> str:
-    """Which RestClient method will produce the URL (decided before any request is made)."""
-    if tp.kind == "external" and _has_method(rest, _EXTERNAL_METHOD):
-        return _EXTERNAL_METHOD
-    if _has_method(rest, _ARCHIVE_METHOD):
-        return _ARCHIVE_METHOD
-    raise _unavailable(rest, tp)
 
 
 def _get_field(result: Any, *names: str) -> Any:
@@ -417,7 +249,8 @@ def _to_epoch(value: Any, tp: TinkerPath) -> float | None:
     if isinstance(value, _dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=_dt.UTC)
-        return value.timestamp()
+        timestamp: float = value.timestamp()
+        return timestamp
     if isinstance(value, bool):
         value = None
     elif isinstance(value, (int, float)) and math.isfinite(value):
@@ -466,12 +299,12 @@ def _checkpoint_from_result(
 ) -> TinkerCheckpoint:
     files: dict[str, str] = {}
     source: UrlSource
-    if method == _EXTERNAL_METHOD:
+    if method == EXTERNAL_METHOD:
         source = "external_weights"
         urls = _get_field(result, "urls")
         if not isinstance(urls, Mapping) or not urls:
             raise TinkerCheckpointError(
-                f"tinker's {_EXTERNAL_METHOD} answer for {tp.path} lists no files",
+                f"tinker's {EXTERNAL_METHOD} answer for {tp.path} lists no files",
                 tinker_path=tp.path,
             )
         files = {str(k): str(v) for k, v in urls.items()}
@@ -483,7 +316,7 @@ def _checkpoint_from_result(
         )
         if not isinstance(url, str) or not url:
             raise TinkerCheckpointError(
-                f"tinker's {_ARCHIVE_METHOD} answer for {tp.path} has no URL", tinker_path=tp.path
+                f"tinker's {ARCHIVE_METHOD} answer for {tp.path} has no URL", tinker_path=tp.path
             )
     expires_at = None if isinstance(result, str) else _to_epoch(
         _get_field(result, "expires", "expires_at", "expiration"), tp
@@ -499,13 +332,6 @@ def _checkpoint_from_result(
         files=files,
         ttl_seconds=ttl_seconds,
     )
-
-
-def _check_positive_seconds(value: object, argument: str, *, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and (value > 0 or (allow_zero and value == 0)):
-        return float(value)  # type: ignore[arg-type]
-    raise SailArgumentError(argument, "a non-negative number of seconds" if allow_zero else "a positive number of seconds", value)
 
 
 async def resolve_tinker_checkpoint(
@@ -530,29 +356,29 @@ async def resolve_tinker_checkpoint(
     """
     tp = parse_tinker_path(tinker_path)
     ttl = validate_ttl_seconds(ttl_seconds)
-    unknown_expiry_seconds = _check_positive_seconds(unknown_expiry_seconds, "unknown_expiry_seconds")
+    unknown_expiry_seconds = seconds("unknown_expiry_seconds", unknown_expiry_seconds)
     now_fn = clock or time.time
-    rest = await _rest_client_async(service_client_or_rest_client)
-    method = _plan(rest, tp)
+    rest = await rest_client_async(service_client_or_rest_client)
+    method = plan_url_method(rest, tp)
     if ttl is not None:
-        if not _has_method(rest, _TTL_METHOD):
+        if not has_method(rest, TTL_METHOD):
             raise SignedUrlUnavailableError(
-                f"ttl_seconds needs a RestClient with {_TTL_METHOD}; {type(rest).__name__} has none "
+                f"ttl_seconds needs a RestClient with {TTL_METHOD}; {type(rest).__name__} has none "
                 "(upgrade tinker, or pass ttl_seconds=None)",
                 tinker_path=tp.path,
             )
         try:
-            await _call_rest(rest, _TTL_METHOD, tp.path, ttl)
+            await call_rest(rest, TTL_METHOD, tp.path, ttl)
         except SailError:
             raise
         except Exception as exc:
-            _raise_wrapped(f"setting a {ttl} s TTL", tp, exc)
+            raise_wrapped(f"setting a {ttl} s TTL", tp, exc)
     try:
-        result = await _call_rest(rest, method, tp.path)
+        result = await call_rest(rest, method, tp.path)
     except SailError:
         raise
     except Exception as exc:
-        _raise_wrapped(f"getting a signed URL ({method})", tp, exc)
+        raise_wrapped(f"getting a signed URL ({method})", tp, exc)
     checkpoint = _checkpoint_from_result(
         method,
         result,

@@ -22,7 +22,6 @@ pub mod server;
 pub mod state;
 pub mod stats;
 pub mod store;
-pub mod tinker_rest;
 pub mod validate;
 
 pub use config::{EmulatorConfig, FaultConfig, LatencyConfig, LoraSpec};

@@ -76,9 +76,8 @@ async fn dropped_connection_has_no_response() {
 async fn slow_and_failed_responses() {
     let h = start(json!({"faults": {"rate_slow": 1.0, "slow_seconds": 0.3}}));
     let api = Api::new(&h);
-    let t0 = Instant::now();
     assert_eq!(api.get("/v1/models").await.status, 200);
-    assert!(t0.elapsed() < Duration::from_millis(250), "models are not in apply_to");
+    assert_eq!(h.stats()["faults"]["slow"], 0, "models are not in apply_to");
     let t0 = Instant::now();
     let r = api.post("/v1/responses", &body(&[1])).await;
     assert_eq!(r.status, 202);

@@ -29,8 +29,8 @@ pub fn router(st: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/_stats/reset", post(stats::reset))
         .route("/_tinker/archives/{name}", get(crate::archives::get_archive))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(st.clone());
-    api.merge(crate::tinker_rest::routes(st)).fallback(fallback).method_not_allowed_fallback(method_not_allowed)
+        .with_state(st);
+    api.fallback(fallback).method_not_allowed_fallback(method_not_allowed)
 }
 
 async fn fallback() -> ApiError {
