@@ -48,10 +48,14 @@ class LoopBridge:
         max_tokens: int,
         stop_strings: list[str] | None,
         stop_token_ids: list[int] | None,
+        *,
+        prompt_cache_key: str | None = None,
     ) -> tuple[int, asyncio.Future[Any]]:
         request_id = next(_request_ids)
         future = loop.create_future()
-        client.submit(self.hub, request_id, prompt, max_tokens, stop_strings, stop_token_ids)
+        client.submit(
+            self.hub, request_id, prompt, max_tokens, stop_strings, stop_token_ids, prompt_cache_key=prompt_cache_key
+        )
         self.futures[request_id] = future
         return request_id, future
 
@@ -62,12 +66,13 @@ class LoopBridge:
 
     def _on_wake(self) -> None:
         futures = self.futures
-        for request_id, tokens, logprobs, stop_reason, response_id, error, retries in self.hub.drain():
+        for request_id, tokens, logprobs, stop_reason, response_id, error, retries, cached in self.hub.drain():
             future = futures.pop(request_id, None)
             if future is None or future.done():
                 continue
             if error is None:
-                future.set_result((tokens, logprobs, stop_reason, response_id, retries))
+                # cached: usage.input_tokens_details.cached_tokens (prompt_cache_hit_tokens).
+                future.set_result((tokens, logprobs, stop_reason, response_id, retries, cached))
             else:
                 future.set_exception(from_engine(*error))
 

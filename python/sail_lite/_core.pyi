@@ -27,6 +27,7 @@ class SamplerClient:
         poll_cap: float | None = None,
         retry_base: float | None = None,
         retry_cap: float | None = None,
+        prompt_cache_key: bool | str | None = True,
     ) -> None: ...
     def submit(
         self,
@@ -36,6 +37,7 @@ class SamplerClient:
         max_tokens: int,
         stop_strings: list[str] | None = None,
         stop_token_ids: Sequence[int] | None = None,
+        prompt_cache_key: str | None = None,
     ) -> None: ...
 
 class CompletionHub:
@@ -53,6 +55,7 @@ class CompletionHub:
             str | None,
             tuple[str, str, int | None, str | None, str | None, int] | None,
             int,
+            int,  # prompt_cache_hit_tokens
         ]
     ]: ...
     def cancel(self, request_id: int) -> None: ...

@@ -93,11 +93,13 @@ class _EngineCompleter(_TokenCompleterBase):  # type: ignore[misc, valid-type]
         # The engine has copied the prompt: don't keep the list alive while the sample runs.
         del tokens
         try:
-            sampled, logprobs, stop_reason, _response_id, _retries = await future
+            sampled, logprobs, stop_reason, _response_id, _retries, cached = await future
         except asyncio.CancelledError:
             bridge.cancel(request_id)
             raise
-        return _TokensWithLogprobs(tokens=sampled, maybe_logprobs=logprobs, stop_reason=stop_reason)
+        return _TokensWithLogprobs(
+            tokens=sampled, maybe_logprobs=logprobs, stop_reason=stop_reason, prompt_cache_hit_tokens=cached
+        )
 
     # --- configuration ---------------------------------------------------------------
     @property
@@ -201,6 +203,11 @@ class SailTokenCompleter(_EngineCompleter):
     ``SAIL_API_URL``/``SAIL_API_KEY``), ``poll_timeout`` (whole sample, seconds), ``timeout``
     (each HTTP attempt, default 60 s), ``max_retries``, ``context_window``,
     ``max_connections`` (concurrent HTTP requests) and ``ca_bundle`` (extra trusted CAs, PEM).
+
+    ``prompt_cache_key`` routes creates for prefix-cache locality: ``True`` (default) derives
+    the key from the model and the prompt's first 256 tokens, so a GRPO group's samples, and
+    the turns of a conversation, share one; a string sends that key on every create;
+    ``False``/``None`` sends none. Results carry ``prompt_cache_hit_tokens`` from Sail's usage.
     """
 
     _protocol = "responses"
@@ -227,6 +234,7 @@ class SailTokenCompleter(_EngineCompleter):
         context_window: int | None = None,
         max_connections: int = 256,
         ca_bundle: str | None = None,
+        prompt_cache_key: bool | str | None = True,
     ) -> None:
         _require_cookbook(type(self))
         window = v.require_str("completion_window", completion_window)
@@ -258,6 +266,7 @@ class SailTokenCompleter(_EngineCompleter):
             "base_url": _resolve_base_url(base_url, "SAIL_API_URL", DEFAULT_SAIL_API_URL),
             "api_key": _resolve_api_key(api_key, "SAIL_API_KEY", required=True),
             "poll_timeout": v.optional_seconds("poll_timeout", poll_timeout),
+            "prompt_cache_key": v.prompt_cache_key("prompt_cache_key", prompt_cache_key),
         }
         super().__init__(**config)
 
@@ -284,6 +293,7 @@ class SailTokenCompleter(_EngineCompleter):
             "api_key": c["api_key"],
             "metadata": self._request_metadata(),
             "completion_window": c["completion_window"],
+            "prompt_cache_key": c["prompt_cache_key"],
         }
 
     @property
@@ -304,6 +314,8 @@ class SailTokenCompleter(_EngineCompleter):
             shown["tinker_lora_signed_url"] = "<signed url>"
         if c["tinker_lora_name"] is not None:
             shown["tinker_lora_name"] = c["tinker_lora_name"]
+        if c["prompt_cache_key"] is not True:
+            shown["prompt_cache_key"] = c["prompt_cache_key"]
         return shown
 
 
@@ -366,6 +378,7 @@ class OpenAICompatibleTokenCompleter(_EngineCompleter):
             "api_key": c["api_key"],
             "metadata": {},
             "completion_window": "",
+            "prompt_cache_key": False,  # /completions has no such field
         }
 
     def _public_config(self) -> dict[str, Any]:

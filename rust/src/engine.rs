@@ -49,6 +49,8 @@ pub struct Metrics {
     pub samples_succeeded: AtomicU64,
     pub samples_failed: AtomicU64,
     pub cancels_sent: AtomicU64,
+    /// Token usage per completion window (see `engine_metrics()`).
+    pub usage: crate::usage_totals::UsageTotals,
 }
 
 impl Metrics {

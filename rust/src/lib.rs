@@ -1,7 +1,7 @@
 //! `sail_lite._core`: the Rust engine behind sail-lite.
 //!
 //! Pure modules (no Python): `retry`, `poll_schedule`, `decode`, `request_body`,
-//! `sample_error`, `hub`, `http1`, `engine`, `sampler`. Binding modules: `py_api`, `emulator_py`.
+//! `sample_error`, `hub`, `http1`, `engine`, `sampler`, `usage_totals`. Binding modules: `py_api`, `emulator_py`.
 
 use pyo3::prelude::*;
 
@@ -14,6 +14,7 @@ pub mod request_body;
 pub mod retry;
 pub mod sample_error;
 pub mod sampler;
+pub mod usage_totals;
 
 #[cfg(feature = "emulator")]
 mod emulator_py;

@@ -5,7 +5,7 @@
 use crate::engine::{self, HttpClientKey};
 use crate::hub::{Completion, Hub};
 use crate::poll_schedule::PollSchedule;
-use crate::request_body::{SamplingDefaults, Stop};
+use crate::request_body::{PromptCacheKey, SamplingDefaults, Stop};
 use crate::retry::RetryPolicy;
 use crate::sampler::{self, Protocol, SampleJob, Sampler, SamplerConfig};
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
@@ -20,6 +20,8 @@ use std::time::Duration;
 const MAX_PROMPT_TOKENS: usize = 2_000_000;
 const MAX_TOKEN_ID: i64 = (1 << 31) - 1;
 const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+/// A `prompt_cache_key` is a short routing label; the same bound as `_validation.py`'s.
+const MAX_CACHE_KEY_CHARS: usize = 256;
 
 static ARGUMENT_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
@@ -43,6 +45,22 @@ fn secs(name: &str, v: Option<f64>) -> PyResult<Option<Duration>> {
     }
 }
 
+/// `prompt_cache_key=`: True (automatic), False/None (off), or a key for every create.
+#[derive(FromPyObject)]
+enum CacheKeyArg {
+    Flag(bool),
+    Key(String),
+}
+
+/// A caller's key: non-empty, at most [`MAX_CACHE_KEY_CHARS`], no control characters.
+fn checked_cache_key(py: Python<'_>, argument: &str, key: String) -> PyResult<String> {
+    if key.is_empty() || key.chars().count() > MAX_CACHE_KEY_CHARS || key.chars().any(char::is_control) {
+        let expected = format!("a non-empty string of at most {MAX_CACHE_KEY_CHARS} printable characters");
+        return Err(argument_error(py, argument, &expected, Some(key.into_pyobject(py)?.into_any())));
+    }
+    Ok(key)
+}
+
 #[pyclass(frozen, module = "sail_lite._core")]
 pub struct SamplerClient {
     sampler: Arc<Sampler>,
@@ -54,7 +72,8 @@ impl SamplerClient {
     #[new]
     #[pyo3(signature = (*, protocol, base_url, api_key, model, temperature, top_p, request_logprobs, metadata,
         completion_window, timeout=None, poll_timeout=None, max_retries=8, max_connections=256, ca_bundle=None,
-        poll_first=None, poll_growth=None, poll_cap=None, retry_base=None, retry_cap=None))]
+        poll_first=None, poll_growth=None, poll_cap=None, retry_base=None, retry_cap=None,
+        prompt_cache_key=Some(CacheKeyArg::Flag(true))))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         protocol: &str,
@@ -76,6 +95,7 @@ impl SamplerClient {
         poll_cap: Option<f64>,
         retry_base: Option<f64>,
         retry_cap: Option<f64>,
+        prompt_cache_key: Option<CacheKeyArg>,
     ) -> PyResult<Self> {
         let protocol = match protocol {
             "responses" => Protocol::Responses,
@@ -103,11 +123,16 @@ impl SamplerClient {
         if let Some(c) = secs("retry_cap", retry_cap)? {
             retry.cap = c;
         }
+        let prompt_cache = match prompt_cache_key {
+            Some(CacheKeyArg::Flag(true)) => PromptCacheKey::Automatic,
+            Some(CacheKeyArg::Flag(false)) | None => PromptCacheKey::Disabled,
+            Some(CacheKeyArg::Key(k)) => PromptCacheKey::Fixed(Python::attach(|py| checked_cache_key(py, "prompt_cache_key", k))?),
+        };
         let config = SamplerConfig {
             protocol,
             base_url,
             api_key,
-            defaults: SamplingDefaults { model, temperature, top_p, request_logprobs, metadata },
+            defaults: SamplingDefaults { model, temperature, top_p, request_logprobs, metadata, prompt_cache },
             completion_window,
             attempt_timeout: secs("timeout", timeout)?,
             sample_timeout: secs("poll_timeout", poll_timeout)?,
@@ -123,7 +148,9 @@ impl SamplerClient {
     }
 
     /// Start one sample; its completion arrives through `hub`'s pipe under `request_id`.
-    #[pyo3(signature = (hub, request_id, prompt, max_tokens, stop_strings=None, stop_token_ids=None))]
+    /// `prompt_cache_key`, if given, is sent instead of the completer's own key (Sail only).
+    #[pyo3(signature = (hub, request_id, prompt, max_tokens, stop_strings=None, stop_token_ids=None, prompt_cache_key=None))]
+    #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
         py: Python<'_>,
@@ -133,8 +160,10 @@ impl SamplerClient {
         max_tokens: u32,
         stop_strings: Option<Vec<String>>,
         stop_token_ids: Option<&Bound<'_, PyAny>>,
+        prompt_cache_key: Option<String>,
     ) -> PyResult<()> {
         let prompt = token_ids(py, "model_input", prompt, 1, MAX_PROMPT_TOKENS)?;
+        let prompt_cache_key = prompt_cache_key.map(|k| checked_cache_key(py, "prompt_cache_key", k)).transpose()?;
         let stop = match (stop_strings, stop_token_ids) {
             (Some(s), _) if !s.is_empty() => Stop::Strings(s),
             (_, Some(ids)) => Stop::TokenIds(token_ids(py, "stop", ids, 0, 10_000)?),
@@ -146,7 +175,7 @@ impl SamplerClient {
             .inner
             .register(request_id)
             .ok_or_else(|| PyRuntimeError::new_err("this event loop's completion hub is closed"))?;
-        let job = SampleJob { request_id, prompt, max_tokens, stop };
+        let job = SampleJob { request_id, prompt, max_tokens, stop, prompt_cache_key };
         engine.handle.spawn(sampler::run(engine, pool, self.sampler.clone(), hub.inner.clone(), job, cancel));
         Ok(())
     }
@@ -228,8 +257,9 @@ impl CompletionHub {
     }
 
     /// Everything finished since the last drain, as tuples
-    /// `(request_id, tokens, logprobs, stop_reason, response_id, error, retries)`;
-    /// `error` is `(kind, message, status, code, response_id, attempts)` or None.
+    /// `(request_id, tokens, logprobs, stop_reason, response_id, error, retries, prompt_cache_hit_tokens)`;
+    /// `error` is `(kind, message, status, code, response_id, attempts)` or None;
+    /// `prompt_cache_hit_tokens` is the server's `usage...cached_tokens` (0 on errors).
     fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let done = self.inner.take();
         let out = PyList::empty(py);
@@ -269,12 +299,14 @@ fn completion_tuple<'py>(py: Python<'py>, c: Completion) -> PyResult<Bound<'py, 
                 Some(r) => r.into_pyobject(py)?.into_any(),
                 None => none(),
             };
-            PyTuple::new(py, [id, tokens, logprobs, stop, rid, none(), retries])
+            let cached = out.sample.usage.cached_tokens.into_pyobject(py)?.into_any();
+            PyTuple::new(py, [id, tokens, logprobs, stop, rid, none(), retries, cached])
         }
         Err(e) => {
             let err = (e.kind.as_str(), e.message, e.status, e.code, e.response_id.clone(), e.attempts).into_pyobject(py)?.into_any();
             let rid = e.response_id.into_pyobject(py)?.into_any();
-            PyTuple::new(py, [id, none(), none(), none(), rid, err, retries])
+            let cached = 0u64.into_pyobject(py)?.into_any();
+            PyTuple::new(py, [id, none(), none(), none(), rid, err, retries, cached])
         }
     }
 }
@@ -285,6 +317,9 @@ fn engine_metrics(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let d = PyDict::new(py);
     if let Ok(e) = engine::engine() {
         for (k, v) in e.metrics.snapshot() {
+            d.set_item(k, v)?;
+        }
+        for (k, v) in e.metrics.usage.snapshot() {
             d.set_item(k, v)?;
         }
     }

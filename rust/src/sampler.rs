@@ -95,6 +95,8 @@ pub struct SampleJob {
     pub prompt: Vec<u32>,
     pub max_tokens: u32,
     pub stop: Stop,
+    /// The caller's explicit `prompt_cache_key` (else the completer's setting decides).
+    pub prompt_cache_key: Option<String>,
 }
 
 /// Run one sample to its end and hand the result to the hub.
@@ -116,6 +118,9 @@ pub async fn run(engine: &'static Engine, pool: HttpPool, sampler: Arc<Sampler>,
     };
     let m = &engine.metrics;
     Metrics::add(if result.is_ok() { &m.samples_succeeded } else { &m.samples_failed }, 1);
+    if let Ok(out) = &result {
+        m.usage.add(&ctx.sampler.config.completion_window, &out.sample.usage);
+    }
     hub.push(Completion { request_id, result, stats: ctx.stats });
 }
 
@@ -304,7 +309,7 @@ impl Ctx {
     async fn run_response(&mut self, job: SampleJob) -> Result<SampleOutput, SampleError> {
         let sampler = self.sampler.clone();
         let want_logprobs = sampler.config.defaults.request_logprobs;
-        let body = Bytes::from(request_body::responses_create(&sampler.config.defaults, &job.prompt, job.max_tokens, &job.stop));
+        let body = Bytes::from(request_body::responses_create(&sampler.config.defaults, &job.prompt, job.max_tokens, &job.stop, job.prompt_cache_key.as_deref()));
         drop(job);
         let key = sampler.uses_idempotency_key().then(new_idempotency_key);
         // The create attempt itself is not raced against cancellation: abandoning it midway
