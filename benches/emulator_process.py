@@ -1,4 +1,5 @@
-"""Start serve_emulator.py in its own process and stop it again (close its stdin)."""
+"""Start serve_emulator.py (or another server script speaking the same start-up line, such as
+slow_sail_server.py) in its own process and stop it again (close its stdin)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ HERE = Path(__file__).resolve().parent
 
 
 class EmulatorProcess:
-    def __init__(self, python: str, config: dict) -> None:
+    def __init__(self, python: str, config: dict, script: str = "serve_emulator.py") -> None:
         self._proc = subprocess.Popen(
-            [python, str(HERE / "serve_emulator.py"), json.dumps(config)],
+            [python, str(HERE / script), json.dumps(config)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=sys.stderr, text=True, cwd=HERE,
         )
         line = self._proc.stdout.readline()

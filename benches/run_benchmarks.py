@@ -79,7 +79,7 @@ def main() -> None:
         report["scenarios"][scenario.key] = {
             "title": scenario.title,
             "kind": scenario.kind,
-            "parameters": scenario.client_spec("") | {"emulator": scenario.emulator_config(0), "reps": scenario.reps},
+            "parameters": scenario.client_spec("") | {"emulator": scenario.emulator_config(0), "server": scenario.server, "reps": scenario.reps},
             "clients": summarize(results, scenario.clients),
             "seconds": time.monotonic() - t0,
         }

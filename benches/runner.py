@@ -74,8 +74,15 @@ def _describe(result: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def server_process(python: str, scenario: Scenario, rep: int) -> EmulatorProcess:
+    """The scenario's server: the Rust emulator, or the slow Python one (slow_sail_server.py)."""
+    if scenario.server == "slow":
+        return EmulatorProcess(python, {"seed": rep}, script="slow_sail_server.py")
+    return EmulatorProcess(python, scenario.emulator_config(rep))
+
+
 def run_one(python: str, scenario: Scenario, client: str, rep: int) -> dict[str, Any]:
-    with EmulatorProcess(python, scenario.emulator_config(rep)) as emulator:
+    with server_process(python, scenario, rep) as emulator:
         started = time.monotonic()
         result = _finish_client(_start_client(python, scenario, client, emulator), scenario, client, rep, started)
     log(f"{scenario.key} {client} #{rep}: {_describe(result)}")
@@ -83,7 +90,7 @@ def run_one(python: str, scenario: Scenario, client: str, rep: int) -> dict[str,
 
 
 def run_parallel(python: str, scenario: Scenario, runs: list[tuple[str, int]]) -> list[dict[str, Any]]:
-    emulators = [EmulatorProcess(python, scenario.emulator_config(rep)) for _, rep in runs]
+    emulators = [server_process(python, scenario, rep) for _, rep in runs]
     try:
         started = time.monotonic()
         procs = [_start_client(python, scenario, client, emu) for (client, _), emu in zip(runs, emulators)]

@@ -23,6 +23,8 @@ FAULTS = {"rate_429": 0.10, "rate_500": 0.02, "rate_502": 0.015, "rate_503": 0.0
 
 ALL_CLIENTS = ["python-floor", "sail-lite", "sail-lite-completions", "aiohttp", "sail-sdk", "openai-sdk"]
 RESPONSES_CLIENTS = ["sail-lite", "aiohttp", "sail-sdk", "openai-sdk"]
+# Against the slow Python server (slow_sail_server.py: the Responses protocol only).
+SLOW_SERVER_CLIENTS = ["python-floor", *RESPONSES_CLIENTS]
 
 
 def fixed_latency(seconds: float) -> dict[str, Any]:
@@ -53,6 +55,8 @@ class Scenario:
     # A latency distribution (the emulator's `latency` config) instead of `fixed_latency`.
     latency: dict[str, Any] | None = None
     warmup_seconds: float = 0.0
+    # "emulator" (the Rust one) or "slow" (benches/slow_sail_server.py, Python on aiohttp).
+    server: str = "emulator"
 
     def emulator_config(self, rep: int) -> dict[str, Any]:
         latency = dict(self.latency) if self.latency is not None else fixed_latency(self.latency_seconds)
@@ -84,6 +88,8 @@ def full() -> list[Scenario]:
     return [
         Scenario("throughput", "throughput", "Throughput and client CPU", ALL_CLIENTS,
                  n=20_000, concurrency=1_000, warmup=1_000, max_seconds=20),
+        Scenario("throughput-slow-server", "throughput", "Throughput and client CPU, slow Python server",
+                 SLOW_SERVER_CLIENTS, n=5_000, concurrency=1_000, warmup=1_000, max_seconds=20, server="slow"),
         Scenario("scale", "scale", "50,000 samples in flight", RESPONSES_CLIENTS,
                  n=50_000, latency_seconds=5.0, max_seconds=90, sample_interval=0.05),
         Scenario("poll-0.5s", "poll", "Poll overhead, 0.5 s responses", RESPONSES_CLIENTS,
@@ -128,6 +134,8 @@ def quick() -> list[Scenario]:
     return [
         Scenario("throughput", "throughput", "Throughput and client CPU", ALL_CLIENTS,
                  n=2_000, concurrency=500, warmup=100, max_seconds=8, reps=1),
+        Scenario("throughput-slow-server", "throughput", "Throughput and client CPU, slow Python server",
+                 SLOW_SERVER_CLIENTS, n=1_000, concurrency=500, warmup=100, max_seconds=8, reps=1, server="slow"),
         Scenario("scale", "scale", "5,000 samples in flight", RESPONSES_CLIENTS,
                  n=5_000, latency_seconds=2.0, max_seconds=25, reps=1, sample_interval=0.05),
         Scenario("poll-0.5s", "poll", "Poll overhead, 0.5 s responses", RESPONSES_CLIENTS,

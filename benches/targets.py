@@ -49,6 +49,12 @@ def evaluate(report: dict[str, Any]) -> list[Target]:
                cpu / floor["client_cpu_us_per_sample"] if cpu and floor.get("client_cpu_us_per_sample") else None,
                lambda v: v <= FLOOR_FACTOR_MAX, "{:,.1f}x the floor"),
     ]
+    slow_lite = _get(report, "throughput-slow-server", "sail-lite").get("client_cpu_us_per_sample")
+    slow_official = _get(report, "throughput-slow-server", "sail-sdk").get("client_cpu_us_per_sample")
+    if slow_lite:
+        out.append(_check(f">= {CPU_VS_OFFICIAL_MIN}x less CPU than the official SDK against the slow Python server",
+                          slow_official / slow_lite if slow_official else None,
+                          lambda v: v >= CPU_VS_OFFICIAL_MIN, "{:,.1f}x"))
     scale = _get(report, "scale", "sail-lite")
     if scale:
         n = report["scenarios"]["scale"]["parameters"]["n"]

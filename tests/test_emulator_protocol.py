@@ -122,7 +122,9 @@ def test_background_create_then_poll_completed(emulator: Emulator) -> None:
     assert block["stop_reason"] in ("stop", "length")
     assert "logprobs" not in block or not block["logprobs"]
     n = len(block["token_ids"])
-    assert done["usage"] == {"input_tokens": 4, "output_tokens": n, "total_tokens": 4 + n}
+    assert done["usage"] == {
+        "input_tokens": 4, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": n, "total_tokens": 4 + n,
+    }
 
 
 def test_logprobs_only_when_included(emulator: Emulator) -> None:

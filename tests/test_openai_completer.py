@@ -41,6 +41,7 @@ def test_samples_token_ids_with_logprobs(emu):
     assert body["prompt"] == PROMPT and body["max_tokens"] == 8 and body["stop"] == ["\n"]
     assert body["return_token_ids"] is True and body["return_tokens_as_token_ids"] is True
     assert body["logprobs"] == 0
+    assert "prompt_cache_key" not in body  # a Sail routing hint: never on /completions
     assert request.headers["authorization"] == f"Bearer {emu.api_key}"
 
 

@@ -49,6 +49,7 @@ class SamplerClient:
         poll_overhead: float | None = None,
         retry_base: float | None = None,
         retry_cap: float | None = None,
+        prompt_cache_key: bool | str | None = ...,  # True: derived from the prompt
     ) -> SamplerClient: ...
     def submit(
         self,
@@ -59,6 +60,7 @@ class SamplerClient:
         stop_strings: list[str] | None = None,
         stop_token_ids: Sequence[int] | None = None,
         idempotency_key: str | None = None,
+        prompt_cache_key: str | None = None,
     ) -> None:
         """Start one sample; its :class:`Completion` arrives through ``hub`` under ``request_id``."""
 
@@ -101,6 +103,9 @@ class Completion:
     @property
     def retries(self) -> int:
         """HTTP retries the sample needed, whatever its outcome."""
+    @property
+    def prompt_cache_hit_tokens(self) -> int:
+        """Prompt tokens the server reported as prefix-cache hits (0 on errors)."""
     @property
     def error(self) -> EngineError | None: ...
 

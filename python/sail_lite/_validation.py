@@ -14,6 +14,7 @@ from sail_lite.errors import SailArgumentError
 MAX_TOKEN_ID = 2**31 - 1
 MAX_TOKENS = 2**31 - 1  # what the engine's u32 fields (and any server) can carry
 MAX_RETRIES = 1_000
+MAX_CACHE_KEY_CHARS = 256  # the engine's bound too (py_api.rs)
 
 
 def require_str(name: str, value: Any, *, allow_empty: bool = False) -> str:
@@ -34,6 +35,22 @@ def encodable(name: str, value: str) -> str:
 
 def optional_str(name: str, value: Any) -> str | None:
     return None if value is None else require_str(name, value)
+
+
+def prompt_cache_key(name: str, value: Any) -> bool | str:
+    """``True``: a key derived from the prompt; ``False``/``None``: no key; a string: that key."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        return cache_key(name, value)
+    raise SailArgumentError(name, "True (automatic), False or None (off), or a key string", value)
+
+
+def cache_key(name: str, value: Any) -> str:
+    """One explicit ``prompt_cache_key``: a short printable label."""
+    if not isinstance(value, str) or not value or len(value) > MAX_CACHE_KEY_CHARS or not value.isprintable():
+        raise SailArgumentError(name, f"a non-empty printable string of at most {MAX_CACHE_KEY_CHARS} characters", value)
+    return value
 
 
 def positive_int(name: str, value: Any, *, maximum: int | None = None) -> int:

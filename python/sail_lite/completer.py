@@ -113,6 +113,7 @@ class _EngineCompleter(_TokenCompleterBase):
             maybe_logprobs=completion.logprobs,
             stop_reason=completion.stop_reason,
             sequence_id=completion.response_id,
+            prompt_cache_hit_tokens=completion.prompt_cache_hit_tokens,
         )
 
     # --- configuration ---------------------------------------------------------------
@@ -222,6 +223,11 @@ class SailTokenCompleter(_EngineCompleter):
     ``max_connections`` (concurrent HTTP requests), ``ca_bundle`` (extra trusted CAs, PEM) and
     ``poll_overhead`` (default 0.05: a completed sample is seen ~5% of its service time late at
     the median, at most ~9%; smaller means more polls per sample).
+    
+    ``prompt_cache_key`` routes creates for prefix-cache locality: ``True`` (default) derives
+    the key from the model and the prompt's first 256 tokens, so a GRPO group's samples, and
+    the turns of a conversation, share one; a string sends that key on every create;
+    ``False``/``None`` sends none. Results carry ``prompt_cache_hit_tokens`` from Sail's usage.
     """
 
     def __init__(
@@ -248,6 +254,7 @@ class SailTokenCompleter(_EngineCompleter):
         ca_bundle: str | None = None,
         poll_overhead: float = 0.05,
         sampling_scope: scope.SamplingScope | str | None = None,
+        prompt_cache_key: bool | str | None = True,
     ) -> None:
         _require_cookbook(type(self))
         window = v.require_str("completion_window", completion_window)
@@ -284,6 +291,7 @@ class SailTokenCompleter(_EngineCompleter):
             "poll_timeout": v.optional_seconds("poll_timeout", poll_timeout),
             "poll_overhead": v.number_in("poll_overhead", poll_overhead, 0.001, 10.0),
             "sampling_scope": None if default_scope is None else default_scope.name,
+            "prompt_cache_key": v.prompt_cache_key("prompt_cache_key", prompt_cache_key),
         }
         self._default_scope = default_scope
         super().__init__(**config)
@@ -332,6 +340,7 @@ class SailTokenCompleter(_EngineCompleter):
             "metadata": self._request_metadata(),
             "completion_window": c["completion_window"],
             "poll_overhead": c["poll_overhead"],
+            "prompt_cache_key": c["prompt_cache_key"],
         }
 
     @property
@@ -360,6 +369,8 @@ class SailTokenCompleter(_EngineCompleter):
             shown["tinker_lora_name"] = c["tinker_lora_name"]
         if c["sampling_scope"] is not None:
             shown["sampling_scope"] = c["sampling_scope"]
+        if c["prompt_cache_key"] is not True:
+            shown["prompt_cache_key"] = c["prompt_cache_key"]
         return shown
 
 
@@ -420,6 +431,7 @@ class OpenAICompatibleTokenCompleter(_EngineCompleter):
             "api_key": c["api_key"],
             "metadata": {},
             "completion_window": "",
+            "prompt_cache_key": False,  # /completions has no such field
         }
 
     def _public_config(self) -> dict[str, Any]:

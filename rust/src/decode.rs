@@ -25,7 +25,37 @@ pub struct DecodedSample {
     pub tokens: Vec<u32>,
     pub logprobs: Option<Vec<f64>>,
     pub stop_reason: StopReason,
+    pub usage: Usage,
 }
+
+/// The token counts a server reports for one sample. Advisory: a missing, null or mistyped
+/// count reads as 0 and never fails the sample.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Prompt tokens served from the server's prefix cache.
+    pub cached_tokens: u64,
+}
+
+impl Usage {
+    /// Read the counts out of a `usage` object. `names` are the (input, output, details)
+    /// field names: the Responses API's or the `/completions` API's.
+    fn from_raw(raw: Option<&RawValue>, names: (&str, &str, &str)) -> Usage {
+        let Some(value) = raw.and_then(|r| serde_json::from_str::<serde_json::Value>(r.get()).ok()) else {
+            return Usage::default();
+        };
+        let count = |v: Option<&serde_json::Value>| v.and_then(serde_json::Value::as_u64).unwrap_or(0);
+        Usage {
+            input_tokens: count(value.get(names.0)),
+            output_tokens: count(value.get(names.1)),
+            cached_tokens: count(value.get(names.2).and_then(|d| d.get("cached_tokens"))),
+        }
+    }
+}
+
+const RESPONSES_USAGE: (&str, &str, &str) = ("input_tokens", "output_tokens", "input_tokens_details");
+const COMPLETIONS_USAGE: (&str, &str, &str) = ("prompt_tokens", "completion_tokens", "prompt_tokens_details");
 
 /// What one poll of `GET /v1/responses/{id}` says.
 #[derive(Clone, Debug, PartialEq)]
@@ -65,8 +95,9 @@ struct ResponseBody<'a> {
     error: Option<ErrorObject>,
     #[serde(default)]
     incomplete_details: Option<IncompleteDetails>,
-    #[serde(default)]
-    usage: Option<Usage>,
+    /// Kept raw: a usage object of an unexpected shape must not fail the sample.
+    #[serde(default, borrow)]
+    usage: Option<&'a RawValue>,
 }
 
 /// Items other than messages (reasoning, tool calls...) may have any content shape,
@@ -123,12 +154,6 @@ struct IncompleteDetails {
     reason: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct Usage {
-    #[serde(default)]
-    output_tokens: Option<u64>,
-}
-
 /// The id of a response body, if it has one (used on create, where only the id matters).
 pub fn response_id(body: &[u8]) -> Result<String, ProtocolViolation> {
     #[derive(Deserialize)]
@@ -164,12 +189,13 @@ pub fn decode_poll(body: &[u8], want_logprobs: bool) -> Result<PollOutcome, Prot
 
 fn decode_completed(r: &ResponseBody, incomplete: bool, want_logprobs: bool) -> Result<DecodedSample, ProtocolViolation> {
     let fallback_stop = fallback_stop_reason(incomplete, r.incomplete_details.as_ref());
+    let usage = Usage::from_raw(r.usage, RESPONSES_USAGE);
     let Some(block) = find_output_text(r)? else {
         // No message at all: a valid empty sample unless usage says tokens were produced.
-        if r.usage.as_ref().and_then(|u| u.output_tokens).unwrap_or(0) > 0 {
+        if usage.output_tokens > 0 {
             return Err(violation("completed response has no output_text block"));
         }
-        return Ok(DecodedSample { tokens: vec![], logprobs: want_logprobs.then(Vec::new), stop_reason: fallback_stop });
+        return Ok(DecodedSample { tokens: vec![], logprobs: want_logprobs.then(Vec::new), stop_reason: fallback_stop, usage });
     };
     let stop_reason = block.stop_reason.as_deref().map_or(fallback_stop, |s| normalise_stop_reason(s, fallback_stop));
     let tokens = match (&block.token_ids, &block.logprobs) {
@@ -183,7 +209,7 @@ fn decode_completed(r: &ResponseBody, incomplete: bool, want_logprobs: bool) -> 
     let logprobs = if want_logprobs {
         let lps = match &block.logprobs {
             Some(lps) => lps,
-            None if tokens.is_empty() => return Ok(DecodedSample { tokens, logprobs: Some(vec![]), stop_reason }),
+            None if tokens.is_empty() => return Ok(DecodedSample { tokens, logprobs: Some(vec![]), stop_reason, usage }),
             None => return Err(violation("logprobs were requested but the response has none")),
         };
         if lps.len() != tokens.len() {
@@ -201,7 +227,7 @@ fn decode_completed(r: &ResponseBody, incomplete: bool, want_logprobs: bool) -> 
     } else {
         None
     };
-    Ok(DecodedSample { tokens, logprobs, stop_reason })
+    Ok(DecodedSample { tokens, logprobs, stop_reason, usage })
 }
 
 fn find_output_text(r: &ResponseBody) -> Result<Option<ContentBlock>, ProtocolViolation> {
@@ -260,9 +286,11 @@ pub fn decode_error_body(body: &[u8]) -> ErrorBody {
 // ---- OpenAI-compatible /completions ---------------------------------------------------
 
 #[derive(Deserialize)]
-struct CompletionBody {
+struct CompletionBody<'a> {
     #[serde(default)]
     choices: Vec<Choice>,
+    #[serde(default, borrow)]
+    usage: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -286,6 +314,7 @@ struct ChoiceLogprobs {
 /// Decode a `/completions` answer (vLLM / SGLang / Tinker flavours).
 pub fn decode_completion(body: &[u8], want_logprobs: bool) -> Result<DecodedSample, ProtocolViolation> {
     let parsed: CompletionBody = serde_json::from_slice(body).map_err(|e| violation(format!("malformed completion JSON: {e}")))?;
+    let usage = Usage::from_raw(parsed.usage, COMPLETIONS_USAGE);
     let choice = parsed.choices.into_iter().next().ok_or_else(|| violation("completion has no choices"))?;
     let stop_reason = match choice.finish_reason.as_deref() {
         Some(r) => normalise_stop_reason(r, StopReason::Stop),
@@ -316,7 +345,7 @@ pub fn decode_completion(body: &[u8], want_logprobs: bool) -> Result<DecodedSamp
     } else {
         None
     };
-    Ok(DecodedSample { tokens, logprobs, stop_reason })
+    Ok(DecodedSample { tokens, logprobs, stop_reason, usage })
 }
 
 /// vLLM's `return_tokens_as_token_ids` renders tokens as `"token_id:123"`.
@@ -341,10 +370,52 @@ mod tests {
         let out = decode_poll(DONE.as_bytes(), true).unwrap();
         assert_eq!(
             out,
-            PollOutcome::Completed(DecodedSample { tokens: vec![11, 12, 13], logprobs: Some(vec![-0.1, -1.3, -0.02]), stop_reason: StopReason::Stop })
+            PollOutcome::Completed(DecodedSample {
+                tokens: vec![11, 12, 13],
+                logprobs: Some(vec![-0.1, -1.3, -0.02]),
+                stop_reason: StopReason::Stop,
+                usage: Usage { input_tokens: 3, output_tokens: 3, cached_tokens: 0 },
+            })
         );
         let PollOutcome::Completed(s) = decode_poll(DONE.as_bytes(), false).unwrap() else { panic!() };
         assert_eq!(s.logprobs, None);
+    }
+
+    fn usage_of(usage: &str) -> Result<Usage, ProtocolViolation> {
+        let body = format!(r#"{{"status":"completed","output":[{{"type":"message","content":[{{"type":"output_text","token_ids":[1]}}]}}],"usage":{usage}}}"#);
+        match decode_poll(body.as_bytes(), false)? {
+            PollOutcome::Completed(s) => Ok(s.usage),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn usage_with_cached_tokens() {
+        let u = usage_of(r#"{"input_tokens":300,"output_tokens":1,"input_tokens_details":{"cached_tokens":256},"output_tokens_details":{"reasoning_tokens":0}}"#);
+        assert_eq!(u, Ok(Usage { input_tokens: 300, output_tokens: 1, cached_tokens: 256 }));
+        let c = br#"{"choices":[{"token_ids":[1],"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":8}}}"#;
+        assert_eq!(decode_completion(c, false).unwrap().usage, Usage { input_tokens: 9, output_tokens: 1, cached_tokens: 8 });
+        assert_eq!(decode_completion(br#"{"choices":[{"token_ids":[1]}]}"#, false).unwrap().usage, Usage::default());
+    }
+
+    #[test]
+    fn odd_usage_reads_as_zero_and_never_fails_the_sample() {
+        for odd in [
+            "null",
+            "{}",
+            "7",
+            r#""lots""#,
+            "[1,2]",
+            r#"{"input_tokens":null,"output_tokens":null,"input_tokens_details":null}"#,
+            r#"{"input_tokens":"12","output_tokens":-1,"input_tokens_details":{"cached_tokens":"3"}}"#,
+            r#"{"input_tokens":1.5,"output_tokens":1e30,"input_tokens_details":[1]}"#,
+            r#"{"input_tokens":{"a":[1,{}]},"input_tokens_details":{"cached_tokens":{"x":1}}}"#,
+            r#"{"input_tokens":99999999999999999999999999,"input_tokens_details":"cached"}"#,
+        ] {
+            assert_eq!(usage_of(odd), Ok(Usage::default()), "{odd}");
+        }
+        let partial = usage_of(r#"{"input_tokens":5,"output_tokens":"1","input_tokens_details":{"cached_tokens":4}}"#);
+        assert_eq!(partial, Ok(Usage { input_tokens: 5, output_tokens: 0, cached_tokens: 4 }));
     }
 
     #[test]

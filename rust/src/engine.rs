@@ -44,6 +44,8 @@ pub struct Metrics {
     pub polls: AtomicU64,
     /// Scoped samples created again because their stored response was gone.
     pub samples_recreated: AtomicU64,
+    /// Token usage per completion window (see `engine_metrics()`).
+    pub usage: crate::usage_totals::UsageTotals,
 }
 
 impl Metrics {

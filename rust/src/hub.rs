@@ -225,7 +225,7 @@ mod tests {
         Completion {
             request_id: id,
             result: Ok(SampleOutput {
-                sample: DecodedSample { tokens: vec![1], logprobs: None, stop_reason: StopReason::Stop },
+                sample: DecodedSample { tokens: vec![1], logprobs: None, stop_reason: StopReason::Stop, usage: Default::default() },
                 response_id: None,
             }),
             stats: SampleStats::default(),

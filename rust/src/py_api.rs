@@ -5,7 +5,7 @@
 use crate::engine::{self, HttpClientKey};
 use crate::hub::{Completion, Event, Hub};
 use crate::poll_planner::{PollPlanner, DEFAULT_POLL_OVERHEAD};
-use crate::request_body::{SamplingDefaults, Stop};
+use crate::request_body::{PromptCacheKey, SamplingDefaults, Stop};
 use crate::retry::RetryPolicy;
 use crate::sample_error::SampleError;
 use crate::sampler::{self, Protocol, SampleJob, Sampler, SamplerConfig};
@@ -21,6 +21,8 @@ use std::time::Duration;
 const MAX_PROMPT_TOKENS: usize = 2_000_000;
 const MAX_TOKEN_ID: i64 = (1 << 31) - 1;
 const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+/// A `prompt_cache_key` is a short routing label; the same bound as `_validation.py`'s.
+const MAX_CACHE_KEY_CHARS: usize = 256;
 
 static ARGUMENT_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
@@ -44,6 +46,22 @@ fn secs(name: &str, v: Option<f64>) -> PyResult<Option<Duration>> {
     }
 }
 
+/// `prompt_cache_key=`: True (automatic), False/None (off), or a key for every create.
+#[derive(FromPyObject)]
+enum CacheKeyArg {
+    Flag(bool),
+    Key(String),
+}
+
+/// A caller's key: non-empty, at most [`MAX_CACHE_KEY_CHARS`], no control characters.
+fn checked_cache_key(py: Python<'_>, argument: &str, key: String) -> PyResult<String> {
+    if key.is_empty() || key.chars().count() > MAX_CACHE_KEY_CHARS || key.chars().any(char::is_control) {
+        let expected = format!("a non-empty string of at most {MAX_CACHE_KEY_CHARS} printable characters");
+        return Err(argument_error(py, argument, &expected, Some(key.into_pyobject(py)?.into_any())));
+    }
+    Ok(key)
+}
+
 #[pyclass(frozen, module = "sail_lite._core")]
 pub struct SamplerClient {
     sampler: Arc<Sampler>,
@@ -55,7 +73,8 @@ impl SamplerClient {
     #[new]
     #[pyo3(signature = (*, protocol, base_url, api_key, model, temperature, top_p, request_logprobs, metadata,
         completion_window, timeout=None, poll_timeout=None, max_retries=8, max_connections=256, ca_bundle=None,
-        poll_overhead=None, retry_base=None, retry_cap=None))]
+        poll_overhead=None, retry_base=None, retry_cap=None,
+        prompt_cache_key=Some(CacheKeyArg::Flag(true))))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         protocol: &str,
@@ -75,6 +94,7 @@ impl SamplerClient {
         poll_overhead: Option<f64>,
         retry_base: Option<f64>,
         retry_cap: Option<f64>,
+        prompt_cache_key: Option<CacheKeyArg>,
     ) -> PyResult<Self> {
         let protocol = match protocol {
             "responses" => Protocol::Responses,
@@ -98,11 +118,16 @@ impl SamplerClient {
         if let Some(c) = secs("retry_cap", retry_cap)? {
             retry.cap = c;
         }
+        let prompt_cache = match prompt_cache_key {
+            Some(CacheKeyArg::Flag(true)) => PromptCacheKey::Automatic,
+            Some(CacheKeyArg::Flag(false)) | None => PromptCacheKey::Disabled,
+            Some(CacheKeyArg::Key(k)) => PromptCacheKey::Fixed(Python::attach(|py| checked_cache_key(py, "prompt_cache_key", k))?),
+        };
         let config = SamplerConfig {
             protocol,
             base_url,
             api_key,
-            defaults: SamplingDefaults { model, temperature, top_p, request_logprobs, metadata },
+            defaults: SamplingDefaults { model, temperature, top_p, request_logprobs, metadata, prompt_cache },
             completion_window,
             attempt_timeout: secs("timeout", timeout)?,
             sample_timeout: secs("poll_timeout", poll_timeout)?,
@@ -118,8 +143,10 @@ impl SamplerClient {
     }
 
     /// Start one sample; its completion arrives through `hub`'s pipe under `request_id`.
-    /// `idempotency_key` (a sampling scope's derived key) replaces the random per-sample key.
-    #[pyo3(signature = (hub, request_id, prompt, max_tokens, stop_strings=None, stop_token_ids=None, idempotency_key=None))]
+    /// `idempotency_key` (a sampling scope's derived key) replaces the random per-sample key;
+    /// `prompt_cache_key`, if given, is sent instead of the completer's own key (Sail only).
+    #[pyo3(signature = (hub, request_id, prompt, max_tokens, stop_strings=None, stop_token_ids=None, idempotency_key=None,
+        prompt_cache_key=None))]
     #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
@@ -131,11 +158,13 @@ impl SamplerClient {
         stop_strings: Option<Vec<String>>,
         stop_token_ids: Option<&Bound<'_, PyAny>>,
         idempotency_key: Option<String>,
+        prompt_cache_key: Option<String>,
     ) -> PyResult<()> {
         if let Some(key) = &idempotency_key {
             check_idempotency_key(py, key, &self.sampler)?;
         }
         let prompt = token_ids(py, "model_input", prompt, 1, MAX_PROMPT_TOKENS)?;
+        let prompt_cache_key = prompt_cache_key.map(|k| checked_cache_key(py, "prompt_cache_key", k)).transpose()?;
         let stop = match (stop_strings, stop_token_ids) {
             (Some(s), _) if !s.is_empty() => Stop::Strings(s),
             (_, Some(ids)) => Stop::TokenIds(token_ids(py, "stop", ids, 0, 10_000)?),
@@ -147,7 +176,7 @@ impl SamplerClient {
             .inner
             .register(request_id)
             .ok_or_else(|| PyRuntimeError::new_err("this event loop's completion hub is closed"))?;
-        let job = SampleJob { request_id, prompt, max_tokens, stop, idempotency_key };
+        let job = SampleJob { request_id, prompt, max_tokens, stop, idempotency_key, prompt_cache_key };
         engine.handle.spawn(sampler::run(engine, pool, self.sampler.clone(), hub.inner.clone(), job, cancel));
         Ok(())
     }
@@ -291,6 +320,8 @@ pub struct PyCompletion {
     response_id: Option<String>,
     /// HTTP retries this sample needed (whatever its outcome).
     retries: u32,
+    /// Prompt tokens the server reported as prefix-cache hits (`usage...cached_tokens`; 0 on errors).
+    prompt_cache_hit_tokens: u64,
     error: Option<Py<PyEngineError>>,
 }
 
@@ -306,6 +337,7 @@ impl PyCompletion {
                 stop_reason: Some(out.sample.stop_reason.as_str()),
                 response_id: out.response_id,
                 retries,
+                prompt_cache_hit_tokens: out.sample.usage.cached_tokens,
                 error: None,
             },
             Err(e) => PyCompletion {
@@ -315,6 +347,7 @@ impl PyCompletion {
                 stop_reason: None,
                 response_id: e.response_id.clone(),
                 retries,
+                prompt_cache_hit_tokens: 0,
                 error: Some(Py::new(py, PyEngineError::from(e))?),
             },
         })
@@ -412,6 +445,9 @@ fn engine_metrics(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let d = PyDict::new(py);
     if let Ok(e) = engine::engine() {
         for (k, v) in e.metrics.snapshot() {
+            d.set_item(k, v)?;
+        }
+        for (k, v) in e.metrics.usage.snapshot() {
             d.set_item(k, v)?;
         }
     }

@@ -101,6 +101,8 @@ pub struct SampleJob {
     /// A caller-derived key (a sampling scope): replays the stored sample of an earlier run,
     /// and the sample is left running on the server when abandoned. None: a random key.
     pub idempotency_key: Option<String>,
+    /// The caller's explicit `prompt_cache_key` (else the completer's setting decides).
+    pub prompt_cache_key: Option<String>,
 }
 
 /// How many times a scoped sample whose stored response is gone is created again.
@@ -141,6 +143,9 @@ pub async fn run(engine: &'static Engine, pool: HttpPool, sampler: Arc<Sampler>,
     }
     let m = &engine.metrics;
     Metrics::add(if result.is_ok() { &m.samples_succeeded } else { &m.samples_failed }, 1);
+    if let Ok(out) = &result {
+        m.usage.add(&ctx.sampler.config.completion_window, &out.sample.usage);
+    }
     hub.push(Completion { request_id, result, stats: ctx.stats });
 }
 
@@ -314,7 +319,13 @@ impl Ctx {
     }
 
     async fn run_response(&mut self, job: SampleJob) -> Result<SampleOutput, SampleError> {
-        let body = Bytes::from(request_body::responses_create(&self.sampler.config.defaults, &job.prompt, job.max_tokens, &job.stop));
+        let body = Bytes::from(request_body::responses_create(
+            &self.sampler.config.defaults,
+            &job.prompt,
+            job.max_tokens,
+            &job.stop,
+            job.prompt_cache_key.as_deref(),
+        ));
         let Some(scope_key) = job.idempotency_key else {
             drop(job);
             let key = self.sampler.uses_idempotency_key().then(new_idempotency_key);

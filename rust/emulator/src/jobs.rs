@@ -20,6 +20,8 @@ pub struct Job {
     pub logprobs: bool,
     /// Injected "fails after acceptance" fault.
     pub fail: bool,
+    /// Prompt tokens served from the simulated prefix cache.
+    pub cached_tokens: u64,
     pub queued_for: Duration,
     pub runs_for: Duration,
 }
@@ -96,6 +98,10 @@ pub async fn run(st: Arc<AppState>, job: Job) -> Option<Bytes> {
             },
         }
     };
+    let input_tokens = match &outcome {
+        Ok((prompt, _)) => prompt.len() as u64,
+        Err(_) => 0,
+    };
     let (status, body, ntok) = match outcome {
         Ok((prompt, s)) => {
             let text = crate::model::decode_text(&s.tokens);
@@ -105,6 +111,7 @@ pub async fn run(st: Arc<AppState>, job: Job) -> Option<Bytes> {
                 logprobs: job.logprobs.then_some(&s.logprobs[..]),
                 stop_reason: s.stop_reason.as_str(),
                 input_tokens: prompt.len() as u64,
+                cached_tokens: job.cached_tokens,
             };
             (Status::Completed, render::completed(&job.head, &c), s.tokens.len() as u64)
         }
@@ -112,6 +119,13 @@ pub async fn run(st: Arc<AppState>, job: Job) -> Option<Bytes> {
     };
     if st.store.finish(id, status, body.clone()) {
         st.stats.tokens_generated.fetch_add(ntok, Relaxed);
+        if status == Status::Completed {
+            st.stats.input_tokens.fetch_add(input_tokens, Relaxed);
+            st.stats.cached_tokens.fetch_add(job.cached_tokens, Relaxed);
+            if job.cached_tokens > 0 {
+                st.stats.prompt_cache_hits.fetch_add(1, Relaxed);
+            }
+        }
         Some(body)
     } else {
         current(&st, id)

@@ -14,6 +14,7 @@ pub mod faults;
 pub mod jobs;
 pub mod lora;
 pub mod model;
+pub mod prefix_cache;
 pub mod render;
 pub mod reqlog;
 pub mod rng;

@@ -7,8 +7,14 @@ use serde_json::value::RawValue;
 #[derive(Serialize)]
 struct Usage {
     input_tokens: u64,
+    input_tokens_details: InputTokensDetails,
     output_tokens: u64,
     total_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct InputTokensDetails {
+    cached_tokens: u64,
 }
 
 #[derive(Serialize)]
@@ -100,6 +106,7 @@ pub struct Completed<'a> {
     pub logprobs: Option<&'a [f32]>,
     pub stop_reason: &'a str,
     pub input_tokens: u64,
+    pub cached_tokens: u64,
 }
 
 /// A completed raw-token sample. A max-tokens cut is `completed` with `stop_reason: "length"`
@@ -123,7 +130,12 @@ pub fn completed(head: &Head, c: &Completed) -> Bytes {
         }],
     };
     let n = c.tokens.len() as u64;
-    let usage = Usage { input_tokens: c.input_tokens, output_tokens: n, total_tokens: c.input_tokens + n };
+    let usage = Usage {
+        input_tokens: c.input_tokens,
+        input_tokens_details: InputTokensDetails { cached_tokens: c.cached_tokens },
+        output_tokens: n,
+        total_tokens: c.input_tokens + n,
+    };
     out(head, Status::Completed, [msg], Some(usage), None)
 }
 

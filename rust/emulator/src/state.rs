@@ -2,6 +2,7 @@
 use crate::archives::Archives;
 use crate::config::EmulatorConfig;
 use crate::lora::LoraRegistry;
+use crate::prefix_cache::PrefixCache;
 use crate::reqlog::RequestLog;
 use crate::rng;
 use crate::stats::Stats;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub store: Store,
     pub archives: Archives,
     pub loras: LoraRegistry,
+    /// Simulated KV-cache locality per `prompt_cache_key`.
+    pub prefix_cache: PrefixCache,
     pub reqlog: Option<RequestLog>,
     /// `http://host:port`, for signed archive URLs.
     pub base_url: String,
@@ -48,6 +51,7 @@ impl AppState {
             store: Store::new(stats.clone()),
             archives: Archives::new(base_url.clone()),
             loras,
+            prefix_cache: PrefixCache::default(),
             stats,
             reqlog,
             base_url,

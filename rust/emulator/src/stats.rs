@@ -59,6 +59,11 @@ pub struct Stats {
     /// Idempotency keys that started more than one sample (must stay 0).
     pub duplicate_samples: AtomicU64,
     pub tokens_generated: AtomicU64,
+    /// Prompt tokens of completed responses, and the part served from the prefix cache.
+    pub input_tokens: AtomicU64,
+    pub cached_tokens: AtomicU64,
+    /// Completed responses with at least one cached prompt token.
+    pub prompt_cache_hits: AtomicU64,
     /// queued + in_progress; not reset by `reset()`.
     pub in_flight: AtomicI64,
     pub queued: AtomicI64,
@@ -94,6 +99,9 @@ impl Default for Stats {
             archive_downloads: AtomicU64::new(0),
             duplicate_samples: AtomicU64::new(0),
             tokens_generated: AtomicU64::new(0),
+            input_tokens: AtomicU64::new(0),
+            cached_tokens: AtomicU64::new(0),
+            prompt_cache_hits: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
             queued: AtomicI64::new(0),
             by_status: (0..600).map(|_| Counter::default()).collect(),
@@ -170,6 +178,9 @@ impl Stats {
             &self.archive_downloads,
             &self.duplicate_samples,
             &self.tokens_generated,
+            &self.input_tokens,
+            &self.cached_tokens,
+            &self.prompt_cache_hits,
         ] {
             c.store(0, Relaxed);
         }
@@ -213,6 +224,9 @@ impl Stats {
             "archive_downloads": g(&self.archive_downloads),
             "duplicate_samples": g(&self.duplicate_samples),
             "tokens_generated": g(&self.tokens_generated),
+            "input_tokens": g(&self.input_tokens),
+            "cached_tokens": g(&self.cached_tokens),
+            "prompt_cache_hits": g(&self.prompt_cache_hits),
             "in_flight": in_flight,
             "queued": queued,
             "in_progress": (in_flight - queued).max(0),

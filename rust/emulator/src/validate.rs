@@ -61,6 +61,7 @@ struct CreateBody {
     background: Option<bool>,
     metadata: Option<Map<String, Value>>,
     stream: Option<bool>,
+    prompt_cache_key: Option<String>,
 }
 
 pub struct CreateReq {
@@ -78,6 +79,8 @@ pub struct CreateReq {
     pub seed: Option<u64>,
     /// `metadata` as echoed back (credentials redacted).
     pub metadata_json: Box<str>,
+    /// The routing hint for the simulated prefix cache (None: no key, never a cache hit).
+    pub prompt_cache_key: Option<String>,
 }
 
 pub fn model(st: &AppState, m: Option<String>) -> Result<Arc<str>, ApiError> {
@@ -284,6 +287,13 @@ pub fn create(st: &AppState, body: &[u8]) -> Result<CreateReq, ApiError> {
         _ => LoraRef::None,
     };
     let metadata_json = echo_metadata(meta);
+    if b.prompt_cache_key.as_ref().is_some_and(|k| k.chars().count() > crate::prefix_cache::MAX_KEY_CHARS) {
+        return Err(ApiError::invalid(
+            "prompt_cache_key",
+            "invalid_value",
+            format!("'prompt_cache_key' must be at most {} characters", crate::prefix_cache::MAX_KEY_CHARS),
+        ));
+    }
     Ok(CreateReq {
         model,
         prompt,
@@ -298,6 +308,7 @@ pub fn create(st: &AppState, body: &[u8]) -> Result<CreateReq, ApiError> {
         lora,
         seed,
         metadata_json,
+        prompt_cache_key: b.prompt_cache_key,
     })
 }
 

@@ -105,6 +105,7 @@ pub async fn create(State(st): State<Arc<AppState>>, headers: HeaderMap, body: R
     let seed = req.seed.unwrap_or_else(|| rng::draw(st.seed, rng::STREAM_SAMPLE, n));
     let (queued_for, runs_for) = jobs::latency_plan(&live.latency, &req.window, st.seed, n);
     let fail = faults::fails_after_acceptance(&live.faults, st.seed, n);
+    let cached_tokens = st.prefix_cache.serve(&req.model, req.prompt_cache_key.as_deref(), &req.prompt);
     if fail {
         st.stats.fault(FaultKind::Fail);
     }
@@ -122,6 +123,7 @@ pub async fn create(State(st): State<Arc<AppState>>, headers: HeaderMap, body: R
         lora: req.lora,
         logprobs: req.logprobs,
         fail,
+        cached_tokens,
         queued_for,
         runs_for,
     };
