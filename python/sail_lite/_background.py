@@ -71,9 +71,7 @@ class SailFuture(Generic[T]):
 
     def result(self, timeout: float | None = None) -> T:
         if self._task is not None and _running_loop() is self._loop and not self._task.done():
-            raise SailEventLoopError(
-                "result() would block the event loop this call runs on: use `await` on it instead"
-            )
+            raise SailEventLoopError("result() would block the event loop this call runs on: use `await` on it instead")
         if self._task is not None and self._task.done():
             return self._task.result()
         return self.future().result(timeout)

@@ -44,8 +44,7 @@ class LoopBridge:
         except NotImplementedError as exc:  # e.g. Windows' proactor loop
             self.hub.close()
             raise SailEventLoopError(
-                "this event loop cannot watch file descriptors (loop.add_reader); "
-                "use the default selector loop or uvloop"
+                "this event loop cannot watch file descriptors (loop.add_reader); use the default selector loop or uvloop"
             ) from exc
 
     def submit(

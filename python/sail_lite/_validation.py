@@ -198,7 +198,13 @@ def http_url(name: str, value: Any) -> str:
     message shows the URL redacted, since they may hold a token or a password."""
     from urllib.parse import urlsplit
 
-    if isinstance(value, str) and value.startswith(("http://", "https://")) and value.isascii() and value.isprintable() and " " not in value:
+    if (
+        isinstance(value, str)
+        and value.startswith(("http://", "https://"))
+        and value.isascii()
+        and value.isprintable()
+        and " " not in value
+    ):
         try:
             parts = urlsplit(value)
             _ = parts.port  # raises ValueError for a malformed port

@@ -298,16 +298,13 @@ def _sail_credentials(args: argparse.Namespace) -> tuple[str | None, str]:
                 EXIT_USAGE_ERROR,
             )
         raise CliError(
-            f"no API key for {base_url}: set SAIL_API_KEY or pass --api-key "
-            "('sail-lite serve' prints the key its emulator accepts)",
+            f"no API key for {base_url}: set SAIL_API_KEY or pass --api-key ('sail-lite serve' prints the key its emulator accepts)",
             EXIT_USAGE_ERROR,
         )
     return base_url, api_key
 
 
-async def _sample_once(
-    args: argparse.Namespace, base_url: str | None, api_key: str, prompt: list[int]
-) -> tuple[Any, float]:
+async def _sample_once(args: argparse.Namespace, base_url: str | None, api_key: str, prompt: list[int]) -> tuple[Any, float]:
     import sail_lite
 
     completer = sail_lite.SailTokenCompleter(

@@ -45,8 +45,7 @@ class _CookbookMissing:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise MissingDependencyError(
-            f"{type(self).__name__} needs tinker-cookbook, which could not be imported "
-            f"({_cookbook}). Install it with: {INSTALL_HINT}"
+            f"{type(self).__name__} needs tinker-cookbook, which could not be imported ({_cookbook}). Install it with: {INSTALL_HINT}"
         )
 
 
@@ -90,9 +89,7 @@ class _EngineCompleter(_TokenCompleterBase):
         if context_window is not None:
             room = context_window - len(tokens)
             if room < 1:
-                raise SailArgumentError(
-                    "model_input", f"a prompt shorter than context_window={context_window}", f"{len(tokens)} tokens"
-                )
+                raise SailArgumentError("model_input", f"a prompt shorter than context_window={context_window}", f"{len(tokens)} tokens")
             budget = min(budget, room)
         stop_strings, stop_ids = v.normalise_stop(stop)
         key = self._idempotency_key(tokens, budget, stop_strings, stop_ids)
@@ -223,7 +220,7 @@ class SailTokenCompleter(_EngineCompleter):
     ``max_connections`` (concurrent HTTP requests), ``ca_bundle`` (extra trusted CAs, PEM) and
     ``poll_overhead`` (default 0.05: a completed sample is seen ~5% of its service time late at
     the median, at most ~9%; smaller means more polls per sample).
-    
+
     ``prompt_cache_key`` routes creates for prefix-cache locality: ``True`` (default) derives
     the key from the model and the prompt's first 256 tokens, so a GRPO group's samples, and
     the turns of a conversation, share one; a string sends that key on every create;
@@ -276,9 +273,15 @@ class SailTokenCompleter(_EngineCompleter):
         config = {
             "model": v.require_str("model", model),
             **_validated_sampling_options(
-                max_tokens=max_tokens, temperature=temperature, top_p=top_p, timeout=timeout,
-                request_logprobs=request_logprobs, max_retries=max_retries, context_window=context_window,
-                max_connections=max_connections, ca_bundle=ca_bundle,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                timeout=timeout,
+                request_logprobs=request_logprobs,
+                max_retries=max_retries,
+                context_window=context_window,
+                max_connections=max_connections,
+                ca_bundle=ca_bundle,
             ),
             "completion_window": window,
             "lora": lora,
@@ -412,9 +415,15 @@ class OpenAICompatibleTokenCompleter(_EngineCompleter):
         config = {
             "model": model,
             **_validated_sampling_options(
-                max_tokens=max_tokens, temperature=temperature, top_p=top_p, timeout=timeout,
-                request_logprobs=request_logprobs, max_retries=max_retries, context_window=context_window,
-                max_connections=max_connections, ca_bundle=ca_bundle,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                timeout=timeout,
+                request_logprobs=request_logprobs,
+                max_retries=max_retries,
+                context_window=context_window,
+                max_connections=max_connections,
+                ca_bundle=ca_bundle,
             ),
             "base_url": _resolve_base_url(base_url, None, None),
             "api_key": _resolve_api_key(api_key, v.require_str("api_key_env", api_key_env), required=False),

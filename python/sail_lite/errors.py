@@ -121,9 +121,7 @@ class SailEngineError(SailError):
         attempts: int = 0,
         **fields: Any,
     ) -> None:
-        super().__init__(
-            message, status=status, code=code, error_type=error_type, response_id=response_id, attempts=attempts, **fields
-        )
+        super().__init__(message, status=status, code=code, error_type=error_type, response_id=response_id, attempts=attempts, **fields)
 
 
 class SailAPIStatusError(SailEngineError):

@@ -77,9 +77,7 @@ class SailSamplingClient:
         **completer_kwargs: Any,
     ) -> None:
         if _TINKER_IMPORT_ERROR is not None:
-            raise MissingDependencyError(
-                f"SailSamplingClient needs tinker ({_TINKER_IMPORT_ERROR}): pip install 'sail-lite[tinker]'"
-            )
+            raise MissingDependencyError(f"SailSamplingClient needs tinker ({_TINKER_IMPORT_ERROR}): pip install 'sail-lite[tinker]'")
         per_call = sorted(_PER_CALL.intersection(completer_kwargs))
         if per_call:
             raise SailArgumentError(per_call[0], "to be left out: it comes from each call's SamplingParams")

@@ -63,7 +63,10 @@ pub enum PollOutcome {
     /// Not finished (including statuses we do not know: keep polling).
     Pending,
     Completed(DecodedSample),
-    Failed { code: Option<String>, message: String },
+    Failed {
+        code: Option<String>,
+        message: String,
+    },
     Cancelled,
     Expired,
 }
@@ -382,7 +385,9 @@ mod tests {
     }
 
     fn usage_of(usage: &str) -> Result<Usage, ProtocolViolation> {
-        let body = format!(r#"{{"status":"completed","output":[{{"type":"message","content":[{{"type":"output_text","token_ids":[1]}}]}}],"usage":{usage}}}"#);
+        let body = format!(
+            r#"{{"status":"completed","output":[{{"type":"message","content":[{{"type":"output_text","token_ids":[1]}}]}}],"usage":{usage}}}"#
+        );
         match decode_poll(body.as_bytes(), false)? {
             PollOutcome::Completed(s) => Ok(s.usage),
             other => panic!("{other:?}"),
@@ -391,7 +396,9 @@ mod tests {
 
     #[test]
     fn usage_with_cached_tokens() {
-        let u = usage_of(r#"{"input_tokens":300,"output_tokens":1,"input_tokens_details":{"cached_tokens":256},"output_tokens_details":{"reasoning_tokens":0}}"#);
+        let u = usage_of(
+            r#"{"input_tokens":300,"output_tokens":1,"input_tokens_details":{"cached_tokens":256},"output_tokens_details":{"reasoning_tokens":0}}"#,
+        );
         assert_eq!(u, Ok(Usage { input_tokens: 300, output_tokens: 1, cached_tokens: 256 }));
         let c = br#"{"choices":[{"token_ids":[1],"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":8}}}"#;
         assert_eq!(decode_completion(c, false).unwrap().usage, Usage { input_tokens: 9, output_tokens: 1, cached_tokens: 8 });
@@ -444,7 +451,9 @@ mod tests {
     #[test]
     fn stop_reason_normalised() {
         let mk = |status: &str, sr: &str, details: &str| {
-            format!(r#"{{"status":"{status}","incomplete_details":{details},"output":[{{"type":"message","content":[{{"type":"output_text","token_ids":[1],{sr}"logprobs":[{{"token_id":1,"logprob":-1}}]}}]}}]}}"#)
+            format!(
+                r#"{{"status":"{status}","incomplete_details":{details},"output":[{{"type":"message","content":[{{"type":"output_text","token_ids":[1],{sr}"logprobs":[{{"token_id":1,"logprob":-1}}]}}]}}]}}"#
+            )
         };
         let get = |b: String| match decode_poll(b.as_bytes(), true).unwrap() {
             PollOutcome::Completed(s) => s.stop_reason,
@@ -493,7 +502,9 @@ mod tests {
     #[test]
     fn error_envelope() {
         assert_eq!(
-            decode_error_body(br#"{"error":{"message":"bad top_p","type":"invalid_request_error","param":"top_p","code":"invalid_value"}}"#),
+            decode_error_body(
+                br#"{"error":{"message":"bad top_p","type":"invalid_request_error","param":"top_p","code":"invalid_value"}}"#
+            ),
             ErrorBody { code: Some("invalid_value".into()), error_type: Some("invalid_request_error".into()), message: "bad top_p".into() }
         );
         assert_eq!(

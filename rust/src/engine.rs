@@ -7,11 +7,11 @@
 //! the old one on purpose. Engines are leaked (never freed) for the same reason at exit:
 //! interpreter shutdown never waits on tokio, and tokio never calls into Python.
 
+use crate::transport::Transport;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::Arc;
-use crate::transport::Transport;
 
 pub struct Engine {
     pid: u32,

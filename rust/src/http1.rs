@@ -10,9 +10,9 @@
 //! HTTP/2, redirects (never followed anyway), compression. Timeouts and cancellation belong to
 //! the caller: dropping the future drops the connection, which then never returns to the pool.
 
+use crate::transport::{Response, CONNECT_TIMEOUT, IDLE_TIMEOUT};
 use bytes::Bytes;
 use parking_lot::Mutex;
-use crate::transport::{Response, CONNECT_TIMEOUT, IDLE_TIMEOUT};
 use rustls::pki_types::ServerName;
 use std::io;
 use std::pin::Pin;
@@ -67,7 +67,8 @@ impl Http1Pool {
         let tls = match url.scheme() {
             "http" => None,
             "https" => {
-                let name = ServerName::try_from(host.clone()).map_err(|_| "base_url: the host is not a valid TLS server name".to_string())?;
+                let name =
+                    ServerName::try_from(host.clone()).map_err(|_| "base_url: the host is not a valid TLS server name".to_string())?;
                 Some((tokio_rustls::TlsConnector::from(tls), name))
             }
             _ => return Err("base_url: expected an http(s) URL".into()),
@@ -85,7 +86,14 @@ impl Http1Pool {
     /// each line ending in CRLF. `safe_to_resend`: the request may be sent again if a reused
     /// connection turns out to have been closed by the server before it answered (idempotent
     /// or keyed requests).
-    pub async fn send(&self, method: &str, target: &str, headers: &[&[u8]], body: &[u8], safe_to_resend: bool) -> Result<Response, SendError> {
+    pub async fn send(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[&[u8]],
+        body: &[u8],
+        safe_to_resend: bool,
+    ) -> Result<Response, SendError> {
         check_request_head(method, target, headers)?;
         let request = self.render(method, target, headers, body);
         let (mut conn, reused) = match self.checkout() {
@@ -438,7 +446,8 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
     for h in response.headers.iter() {
         let value = || String::from_utf8_lossy(h.value).trim().to_string();
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<usize>().ok()).ok_or("malformed content-length header")?;
+            let n =
+                std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<usize>().ok()).ok_or("malformed content-length header")?;
             if head.content_length.is_some_and(|m| m != n) {
                 return Err("conflicting content-length headers".into());
             }
@@ -485,9 +494,14 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
 enum ChunkStep {
     NeedMore,
     /// A chunk's data is `buf[start..end]`, followed by CRLF (checked).
-    Data { start: usize, end: usize },
+    Data {
+        start: usize,
+        end: usize,
+    },
     /// The last chunk and trailers end at `consumed`.
-    End { consumed: usize },
+    End {
+        consumed: usize,
+    },
 }
 
 /// The chunk size lines we accept: 1-15 hex digits (a 256 MiB body needs 8), then optional
@@ -500,7 +514,11 @@ const MAX_CHUNK_LINE: usize = 1024;
 fn next_chunk(buf: &[u8], pos: usize, decoded: usize) -> Result<ChunkStep, String> {
     let rest = buf.get(pos..).ok_or("malformed chunked body (position past the end)")?;
     let Some(line_end) = find_crlf(rest) else {
-        return if rest.len() > MAX_CHUNK_LINE { Err("malformed chunked body (chunk size line too long)".into()) } else { Ok(ChunkStep::NeedMore) };
+        return if rest.len() > MAX_CHUNK_LINE {
+            Err("malformed chunked body (chunk size line too long)".into())
+        } else {
+            Ok(ChunkStep::NeedMore)
+        };
     };
     let len = parse_chunk_size(&rest[..line_end])?;
     let header = pos + line_end + 2;
@@ -510,7 +528,11 @@ fn next_chunk(buf: &[u8], pos: usize, decoded: usize) -> Result<ChunkStep, Strin
         loop {
             let tail = &buf[at.min(buf.len())..];
             let Some(end) = find_crlf(tail) else {
-                return if tail.len() > MAX_HEAD_BYTES { Err("malformed chunked body (trailers too long)".into()) } else { Ok(ChunkStep::NeedMore) };
+                return if tail.len() > MAX_HEAD_BYTES {
+                    Err("malformed chunked body (trailers too long)".into())
+                } else {
+                    Ok(ChunkStep::NeedMore)
+                };
             };
             at += end + 2;
             if end == 0 {
@@ -577,7 +599,13 @@ mod tests {
     fn test_tls() -> Arc<rustls::ClientConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let roots = rustls::RootCertStore::empty();
-        Arc::new(rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots).with_no_client_auth())
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
     }
 
     #[test]
@@ -781,7 +809,8 @@ mod tests {
     #[tokio::test]
     async fn a_closed_idle_connection_is_resent_only_when_safe() {
         // First connection answers once, then closes on the next request without answering.
-        let (url, _server) = serve(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b"", b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"]).await;
+        let (url, _server) =
+            serve(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b"", b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"]).await;
         let pool = Http1Pool::new(&url, test_tls(), 4).unwrap();
         pool.send("GET", "/", &[], b"", true).await.unwrap();
         let again = pool.send("GET", "/", &[], b"", true).await.unwrap();

@@ -116,7 +116,17 @@ impl ServiceTimeModel {
         }
         let total: f64 = prior.iter().sum();
         prior.iter_mut().for_each(|p| *p /= total);
-        ServiceTimeModel { mass: vec![0.0; BINS], vague: vec![0.0; BINS], vague_factor: 1.0, prior, prior_weight: 1.0, increment: 1.0, observations: 0, cumulative: vec![0.0; BINS], dirty: true }
+        ServiceTimeModel {
+            mass: vec![0.0; BINS],
+            vague: vec![0.0; BINS],
+            vague_factor: 1.0,
+            prior,
+            prior_weight: 1.0,
+            increment: 1.0,
+            observations: 0,
+            cumulative: vec![0.0; BINS],
+            dirty: true,
+        }
     }
 
     pub fn observations(&self) -> u64 {
@@ -289,7 +299,14 @@ impl PollPlanner {
             .entry(key.clone())
             .or_insert_with(|| Arc::new(Mutex::new(ServiceTimeModel::with_prior(window_scale_seconds(window)))))
             .clone();
-        PollPlanner { overhead: overhead.clamp(1e-4, 10.0), pid: reg.pid, key, window: window.to_string(), model: shared, global: reg.global.clone() }
+        PollPlanner {
+            overhead: overhead.clamp(1e-4, 10.0),
+            pid: reg.pid,
+            key,
+            window: window.to_string(),
+            model: shared,
+            global: reg.global.clone(),
+        }
     }
 
     /// In a forked child, the models inherited from the parent are dropped for fresh ones.
@@ -435,7 +452,8 @@ mod tests {
     fn bimodal_does_not_poll_between_the_modes() {
         let mut rng = Rng(3);
         let mut m = ServiceTimeModel::with_prior(60.0);
-        let s = simulate(&mut m, 3000, 1000, 0.05, |_| if rng.unit() < 0.5 { rng.lognormal(10.0, 0.05) } else { rng.lognormal(100.0, 0.05) });
+        let s =
+            simulate(&mut m, 3000, 1000, 0.05, |_| if rng.unit() < 0.5 { rng.lognormal(10.0, 0.05) } else { rng.lognormal(100.0, 0.05) });
         // Geometric polling across 10 -> 100 s alone would take ~24 polls at ratio 1.1.
         assert!(s.mean_polls <= 6.0, "polls {}", s.mean_polls);
         assert!(s.p50 <= 0.05 && s.p99 <= 0.15, "p50 {} p99 {}", s.p50, s.p99);

@@ -172,10 +172,7 @@ impl SamplerClient {
         };
         let engine = engine::engine().map_err(PyRuntimeError::new_err)?;
         let pool = engine.http_pool(&self.http_key).map_err(pyo3::exceptions::PyValueError::new_err)?;
-        let cancel = hub
-            .inner
-            .register(request_id)
-            .ok_or_else(|| PyRuntimeError::new_err("this event loop's completion hub is closed"))?;
+        let cancel = hub.inner.register(request_id).ok_or_else(|| PyRuntimeError::new_err("this event loop's completion hub is closed"))?;
         let job = SampleJob { request_id, prompt, max_tokens, stop, idempotency_key, prompt_cache_key };
         engine.handle.spawn(sampler::run(engine, pool, self.sampler.clone(), hub.inner.clone(), job, cancel));
         Ok(())
@@ -214,7 +211,10 @@ fn check_ca_bundle(path: &str) -> Result<(), String> {
 fn token_ids(py: Python<'_>, argument: &str, seq: &Bound<'_, PyAny>, min_len: usize, max_len: usize) -> PyResult<Vec<u32>> {
     let list = match seq.cast::<PyList>() {
         Ok(l) => l.clone(),
-        Err(_) => PyList::new(py, seq.try_iter().map_err(|_| argument_error(py, argument, "a list of token ids", None))?.collect::<PyResult<Vec<_>>>()?)?,
+        Err(_) => PyList::new(
+            py,
+            seq.try_iter().map_err(|_| argument_error(py, argument, "a list of token ids", None))?.collect::<PyResult<Vec<_>>>()?,
+        )?,
     };
     let n = list.len();
     if n < min_len || n > max_len {

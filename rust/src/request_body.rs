@@ -221,8 +221,7 @@ mod tests {
 
     #[test]
     fn completion_body_shape() {
-        let v: serde_json::Value =
-            serde_json::from_slice(&openai_completion(&defaults(), &[5, 6], 8, &Stop::TokenIds(vec![9]))).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&openai_completion(&defaults(), &[5, 6], 8, &Stop::TokenIds(vec![9]))).unwrap();
         assert_eq!(v["prompt"], serde_json::json!([5, 6]));
         assert_eq!(v["stop_token_ids"], serde_json::json!([9]));
         assert_eq!(v["logprobs"], 0);

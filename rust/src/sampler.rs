@@ -115,7 +115,19 @@ pub async fn run(engine: &'static Engine, pool: HttpPool, sampler: Arc<Sampler>,
     let scoped = job.idempotency_key.is_some();
     // Unscoped samples are cancelled on the server when the process exits; scoped ones stay.
     let _exit_guard = (!scoped && sampler.config.protocol == Protocol::Responses).then(|| exit_cancel::track_sample(&cancel));
-    let mut ctx = Ctx { engine, pool, sampler, hub: hub.clone(), request_id, cancel, stats: SampleStats::default(), started: Instant::now(), scoped, gone: false, poll_hint: None };
+    let mut ctx = Ctx {
+        engine,
+        pool,
+        sampler,
+        hub: hub.clone(),
+        request_id,
+        cancel,
+        stats: SampleStats::default(),
+        started: Instant::now(),
+        scoped,
+        gone: false,
+        poll_hint: None,
+    };
     let work = async {
         match ctx.sampler.config.protocol {
             Protocol::Responses => ctx.run_response(job).await,
@@ -126,7 +138,9 @@ pub async fn run(engine: &'static Engine, pool: HttpPool, sampler: Arc<Sampler>,
     // silently never completes.
     let result = match AssertUnwindSafe(work).catch_unwind().await {
         Ok(result) => result,
-        Err(panic) => Err(SampleError::new(ErrorKind::Internal, format!("internal error in the sail-lite engine: {}", panic_message(&panic)))),
+        Err(panic) => {
+            Err(SampleError::new(ErrorKind::Internal, format!("internal error in the sail-lite engine: {}", panic_message(&panic))))
+        }
     };
     if let Err(e) = &result {
         let kind = match e.kind {
@@ -176,7 +190,14 @@ enum Abort {
 
 /// One failed HTTP attempt, classified for the retry decision.
 enum AttemptFailure {
-    Status { status: u16, code: Option<String>, error_type: Option<String>, message: String, retry_after: Option<Duration>, should_retry: Option<bool> },
+    Status {
+        status: u16,
+        code: Option<String>,
+        error_type: Option<String>,
+        message: String,
+        retry_after: Option<Duration>,
+        should_retry: Option<bool>,
+    },
     /// Never reached the server: always safe to retry.
     Connect(String),
     /// The server's certificate was rejected: retrying cannot help.
@@ -216,7 +237,14 @@ impl Ctx {
 
     /// One HTTP attempt, bounded by the attempt timeout and the sample deadline (which also
     /// bounds the wait for a connection slot: poll_timeout covers queueing).
-    async fn attempt(&mut self, method: reqwest::Method, url: &reqwest::Url, body: Option<Bytes>, idem_key: Option<&str>, may_resend: bool) -> Result<Bytes, AttemptFailure> {
+    async fn attempt(
+        &mut self,
+        method: reqwest::Method,
+        url: &reqwest::Url,
+        body: Option<Bytes>,
+        idem_key: Option<&str>,
+        may_resend: bool,
+    ) -> Result<Bytes, AttemptFailure> {
         let mut timeout = self.sampler.config.attempt_timeout.unwrap_or(Duration::from_secs(600));
         if let Some(rem) = self.remaining() {
             timeout = timeout.min(rem.max(Duration::from_millis(1)));
@@ -358,7 +386,10 @@ impl Ctx {
         // The create attempt itself is not raced against cancellation: abandoning it midway
         // would leave a sample we cannot name (and so cannot cancel) running on the server.
         Metrics::add(&self.engine.metrics.creates, 1);
-        let created = match self.with_retries("create", reqwest::Method::POST, &sampler.create_url, Some(body), key.as_deref(), key.is_some(), None).await {
+        let created = match self
+            .with_retries("create", reqwest::Method::POST, &sampler.create_url, Some(body), key.as_deref(), key.is_some(), None)
+            .await
+        {
             Ok(bytes) => bytes,
             Err(e) => {
                 // A scoped key stored with another body (e.g. the LoRA URL was signed again since
@@ -389,14 +420,17 @@ impl Ctx {
                 }
                 PollOutcome::Cancelled => {
                     if self.hub.logs(INFO) {
-                        let mut event = Event::new(INFO, "response_cancelled", self.request_id, format!("response {id} was cancelled by the server"));
+                        let mut event =
+                            Event::new(INFO, "response_cancelled", self.request_id, format!("response {id} was cancelled by the server"));
                         event.response_id = Some(id.clone());
                         self.hub.push_event(event);
                     }
-                    return Err(SampleError::new(ErrorKind::Cancelled, format!("response {id} was cancelled by the server")).with_response_id(Some(&id)))
+                    return Err(SampleError::new(ErrorKind::Cancelled, format!("response {id} was cancelled by the server"))
+                        .with_response_id(Some(&id)));
                 }
                 PollOutcome::Expired => {
-                    return Err(SampleError::new(ErrorKind::Expired, format!("response {id} expired before it completed")).with_response_id(Some(&id)))
+                    return Err(SampleError::new(ErrorKind::Expired, format!("response {id} expired before it completed"))
+                        .with_response_id(Some(&id)))
                 }
             }
             if self.cancel.is_cancelled() {
@@ -465,9 +499,11 @@ impl Ctx {
 
     async fn poll_once(&mut self, url: &reqwest::Url, id: &str) -> Result<Bytes, SampleError> {
         match self.with_retries("poll", reqwest::Method::GET, url, None, None, true, Some(id)).await {
-            Err(e) if e.status == Some(404) => {
-                Err(SampleError { kind: ErrorKind::Expired, message: format!("response {id} is gone (404 while polling: expired or deleted)"), ..e })
-            }
+            Err(e) if e.status == Some(404) => Err(SampleError {
+                kind: ErrorKind::Expired,
+                message: format!("response {id} is gone (404 while polling: expired or deleted)"),
+                ..e
+            }),
             other => other,
         }
     }
@@ -541,15 +577,20 @@ fn classify(what: &str, failure: AttemptFailure, may_resend: bool) -> (bool, Opt
         AttemptFailure::Tls(msg) => (
             retry::Failure::Certificate,
             None,
-            SampleError::new(ErrorKind::Connection, format!("{what}: TLS certificate verification failed ({msg}); pass ca_bundle= to trust a private CA")),
+            SampleError::new(
+                ErrorKind::Connection,
+                format!("{what}: TLS certificate verification failed ({msg}); pass ca_bundle= to trust a private CA"),
+            ),
         ),
         AttemptFailure::Transport { timeout, message } => {
             let kind = if timeout { ErrorKind::Timeout } else { ErrorKind::Connection };
             (retry::Failure::Transport, None, SampleError::new(kind, format!("{what}: {message}")))
         }
-        AttemptFailure::Protocol(message) => {
-            (retry::Failure::Protocol, None, SampleError::new(ErrorKind::Protocol, format!("{what}: the server's answer is not valid HTTP/1.1: {message}")))
-        }
+        AttemptFailure::Protocol(message) => (
+            retry::Failure::Protocol,
+            None,
+            SampleError::new(ErrorKind::Protocol, format!("{what}: the server's answer is not valid HTTP/1.1: {message}")),
+        ),
         AttemptFailure::Status { status, code, error_type, message, retry_after, should_retry } => {
             let shown = if message.is_empty() { String::new() } else { format!(": {message}") };
             let code_part = code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default();
@@ -602,7 +643,13 @@ mod tests {
             protocol: Protocol::Responses,
             base_url: base_url.into(),
             api_key: Some("sk-test".into()),
-            defaults: SamplingDefaults { model: "m".into(), temperature: 1.0, top_p: 1.0, request_logprobs: true, metadata: BTreeMap::new() },
+            defaults: SamplingDefaults {
+                model: "m".into(),
+                temperature: 1.0,
+                top_p: 1.0,
+                request_logprobs: true,
+                metadata: BTreeMap::new(),
+            },
             completion_window: "priority".into(),
             attempt_timeout: None,
             sample_timeout: None,

@@ -29,19 +29,27 @@ def _parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     p.add_argument("recipe", help="the recipe's module, e.g. tinker_cookbook.recipes.math_rl.train")
-    p.add_argument("--sail-model", default=os.environ.get("SAIL_MODEL"),
-                   help="the base model's name on Sail (default: $SAIL_MODEL)")
+    p.add_argument("--sail-model", default=os.environ.get("SAIL_MODEL"), help="the base model's name on Sail (default: $SAIL_MODEL)")
     p.add_argument("--sail-window", default="priority", help="Sail completion window (default: priority)")
-    p.add_argument("--sail-adapter-config", default=None,
-                   help="adapter_config.json (path or JSON) for each step's LoRA; default: derived from the run")
-    p.add_argument("--sail-adapter-base-model", default=None,
-                   help="base_model_name_or_path for a derived adapter config (default: --sail-model)")
-    p.add_argument("--sail-ttl", type=int, default=DEFAULT_TTL_SECONDS,
-                   help=f"TTL in seconds of each step's exported weights on Tinker (default: {DEFAULT_TTL_SECONDS})")
+    p.add_argument(
+        "--sail-adapter-config", default=None, help="adapter_config.json (path or JSON) for each step's LoRA; default: derived from the run"
+    )
+    p.add_argument(
+        "--sail-adapter-base-model", default=None, help="base_model_name_or_path for a derived adapter config (default: --sail-model)"
+    )
+    p.add_argument(
+        "--sail-ttl",
+        type=int,
+        default=DEFAULT_TTL_SECONDS,
+        help=f"TTL in seconds of each step's exported weights on Tinker (default: {DEFAULT_TTL_SECONDS})",
+    )
     p.add_argument("--sail-base-url", default=None, help="Sail's API root (default: $SAIL_API_URL or Sail's)")
     p.add_argument("--sail-poll-timeout", type=float, default=None, help="give up on a sample after this many seconds")
-    p.add_argument("--sail-prompt-logprobs-on-tinker", action="store_true",
-                   help="serve prompt logprobs (compute_post_kl) on a per-step Tinker sampling client")
+    p.add_argument(
+        "--sail-prompt-logprobs-on-tinker",
+        action="store_true",
+        help="serve prompt logprobs (compute_post_kl) on a per-step Tinker sampling client",
+    )
     return p
 
 

@@ -103,8 +103,7 @@ def _check_supported() -> tuple[Any, Any]:
         version = _version(dist, module)
         if not low <= version < high:
             raise MissingDependencyError(
-                f"sample_on_sail supports {dist} >= {low[0]}.{low[1]}, < {high[0]}.{high[1]}; "
-                f"{version[0]}.{version[1]} is installed"
+                f"sample_on_sail supports {dist} >= {low[0]}.{low[1]}, < {high[0]}.{high[1]}; {version[0]}.{version[1]} is installed"
             )
     training_client = tinker.TrainingClient
     for name in ("create_sampling_client", "save_weights_and_get_sampling_client", "save_weights_external", "forward_backward"):

@@ -89,9 +89,7 @@ def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def lora_archive(
-    seed: int = 0, *, rank: int = 8, base_model: str = DEFAULT_BASE_MODEL, hidden: int = HIDDEN_SIZE
-) -> bytes:
+def lora_archive(seed: int = 0, *, rank: int = 8, base_model: str = DEFAULT_BASE_MODEL, hidden: int = HIDDEN_SIZE) -> bytes:
     """A ``.tar.gz`` LoRA checkpoint (``adapter_model.safetensors`` + ``adapter_config.json``),
     deterministic in its arguments."""
     config = json.dumps(adapter_config(rank, base_model), sort_keys=True).encode()

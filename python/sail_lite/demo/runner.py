@@ -201,25 +201,18 @@ def _group_result(index: int, policy: str, problem: Problem, group: Any) -> Grou
     )
 
 
-async def run_demo(
-    config: DemoConfig, emulator: Emulator, *, on_progress: Callable[[Progress], None] | None = None
-) -> DemoResult:
+async def run_demo(config: DemoConfig, emulator: Emulator, *, on_progress: Callable[[Progress], None] | None = None) -> DemoResult:
     """Sample ``config.groups`` groups of ``config.group_size`` rollouts from ``emulator``."""
     from tinker_cookbook.rl.rollouts import do_group_rollout
 
     calls = CallLog()
     reporter = _ProgressReporter(config.groups * config.group_size, calls, on_progress)
-    policies = {
-        name: TimedCompleter(completer, calls, on_call=reporter.report)
-        for name, completer in _policies(config, emulator).items()
-    }
+    policies = {name: TimedCompleter(completer, calls, on_call=reporter.report) for name, completer in _policies(config, emulator).items()}
     limit = asyncio.Semaphore(config.concurrency)
 
     async def run_group(index: int, problem: Problem) -> GroupResult:
         policy = config.policy_of(index)
-        builder = ArithmeticGroupBuilder(
-            problem, config.group_size, max_turns=config.max_turns, on_episode_done=reporter.episode_done
-        )
+        builder = ArithmeticGroupBuilder(problem, config.group_size, max_turns=config.max_turns, on_episode_done=reporter.episode_done)
         async with limit:
             group = await do_group_rollout(builder, policies[policy])
         return _group_result(index, policy, problem, group)

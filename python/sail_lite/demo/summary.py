@@ -74,10 +74,7 @@ def _policy_means(result: DemoResult) -> str:
 
 def format_summary(result: DemoResult) -> str:
     c = result.config
-    head = (
-        f"sail-lite demo: {c.model}, window {c.window!r}, "
-        f"emulator latency x{c.latency_scale:g}, {c.fault_rate:.0%} injected faults"
-    )
+    head = f"sail-lite demo: {c.model}, window {c.window!r}, emulator latency x{c.latency_scale:g}, {c.fault_rate:.0%} injected faults"
     metrics = format_table(["measured", "value", ""], _metrics_rows(result), [False, True, False])
     groups = format_table(
         ["group", "policy", "problem", "reward", "solved", "turns", "last answers"],

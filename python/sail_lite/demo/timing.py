@@ -45,9 +45,7 @@ class TimedCompleter(TokenCompleter):
         self.log = log
         self.on_call = on_call
 
-    async def __call__(
-        self, model_input: tinker.ModelInput, stop: StopCondition, *, max_tokens: int | None = None
-    ) -> TokensWithLogprobs:
+    async def __call__(self, model_input: tinker.ModelInput, stop: StopCondition, *, max_tokens: int | None = None) -> TokensWithLogprobs:
         started = time.perf_counter()
         try:
             result = await self.inner(model_input, stop, max_tokens=max_tokens)

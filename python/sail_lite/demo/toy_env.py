@@ -180,7 +180,6 @@ class ArithmeticGroupBuilder(EnvGroupBuilder):
         return ["arithmetic"]
 
 
-
 BYTE_TOKENIZER_NAME = "sail-lite/byte-ngram"
 
 

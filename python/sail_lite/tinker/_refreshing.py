@@ -46,9 +46,7 @@ def _default_completer_cls() -> type[Any]:
 
     cls: type[Any] | None = getattr(sail_lite, "SailTokenCompleter", None)
     if cls is None:
-        raise SailError(
-            "sail_lite.SailTokenCompleter is not available in this build; pass completer_cls=..."
-        )
+        raise SailError("sail_lite.SailTokenCompleter is not available in this build; pass completer_cls=...")
     return cls
 
 
@@ -163,8 +161,7 @@ class RefreshingSailCompleter(TokenCompleter):
                 raise
             ck = self._checkpoint
             left = (
-                f"; Tinker says it is valid for {format_duration(ck.seconds_left(self._now()))} more, "
-                "so check this machine's clock"
+                f"; Tinker says it is valid for {format_duration(ck.seconds_left(self._now()))} more, so check this machine's clock"
                 if ck is not None and ck.seconds_left(self._now()) > 0
                 else ""
             )
@@ -179,10 +176,7 @@ class RefreshingSailCompleter(TokenCompleter):
         ck = self._checkpoint
         url = ck.describe_url(self._now()) if ck is not None else "<not resolved yet>"
         model = self._completer_kwargs.get("model")
-        return (
-            f"{type(self).__name__}(tinker_path={self._path.path!r}, model={model!r}, url={url}, "
-            f"refreshes={self._refreshes})"
-        )
+        return f"{type(self).__name__}(tinker_path={self._path.path!r}, model={model!r}, url={url}, refreshes={self._refreshes})"
 
     __str__ = __repr__
 
@@ -229,12 +223,7 @@ class RefreshingSailCompleter(TokenCompleter):
             if self._fresh(now, stale):
                 return self._inner
             current = self._checkpoint
-            if (
-                self._inner is None
-                and stale is None
-                and current is not None
-                and not current.needs_refresh(self._margin, now)
-            ):
+            if self._inner is None and stale is None and current is not None and not current.needs_refresh(self._margin, now):
                 # Unpickled in another process: the carried URL is still good, no Tinker call.
                 self._inner = self._build(current)
                 return self._inner

@@ -58,8 +58,7 @@ def _read_source(source: object) -> Any:
         if not path.is_file():
             raise _err(
                 None,
-                f"a dict, a JSON object string, or a path to an existing {ADAPTER_CONFIG_FILENAME} "
-                "(or a directory containing one)",
+                f"a dict, a JSON object string, or a path to an existing {ADAPTER_CONFIG_FILENAME} (or a directory containing one)",
                 str(path),
             )
         try:
@@ -69,9 +68,7 @@ def _read_source(source: object) -> Any:
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
-            raise _err(
-                None, f"valid JSON in {path} (line {exc.lineno} column {exc.colno}: {exc.msg})"
-            ) from None
+            raise _err(None, f"valid JSON in {path} (line {exc.lineno} column {exc.colno}: {exc.msg})") from None
     raise _err(None, "a dict, a JSON object string, or a path to adapter_config.json", type(source).__name__)
 
 

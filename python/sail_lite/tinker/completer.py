@@ -28,8 +28,7 @@ def _refreshing_cls() -> type[RefreshingSailCompleter]:
         from sail_lite.tinker._refreshing import RefreshingSailCompleter
     except ImportError as exc:
         raise MissingDependencyError(
-            "sail_completer_for_checkpoint needs tinker-cookbook (its TokenCompleter base class): "
-            "pip install 'sail-lite[tinker]'"
+            "sail_completer_for_checkpoint needs tinker-cookbook (its TokenCompleter base class): pip install 'sail-lite[tinker]'"
         ) from exc
     return RefreshingSailCompleter
 

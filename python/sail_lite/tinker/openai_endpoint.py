@@ -72,9 +72,7 @@ class OpenAIClientKwargs(dict[str, Any]):
     __str__ = __repr__
 
 
-def openai_client_kwargs(
-    *, base_url: str | None = None, api_key: str | None = None, **extra: Any
-) -> OpenAIClientKwargs:
+def openai_client_kwargs(*, base_url: str | None = None, api_key: str | None = None, **extra: Any) -> OpenAIClientKwargs:
     """``{"base_url": openai_base_url(base_url), "api_key": <key>, **extra}``.
 
     The key is ``api_key``, else ``$TINKER_API_KEY``; a missing key is a
@@ -85,9 +83,7 @@ def openai_client_kwargs(
         raise SailArgumentError("api_key", "a Tinker API key string or None", type(api_key).__name__)
     key = api_key or os.environ.get("TINKER_API_KEY")
     if not key or not key.strip():
-        raise SailArgumentError(
-            "api_key", "a Tinker API key (pass api_key=... or set TINKER_API_KEY)", None
-        )
+        raise SailArgumentError("api_key", "a Tinker API key (pass api_key=... or set TINKER_API_KEY)", None)
     for name in ("base_url", "api_key"):
         extra.pop(name, None)
     kwargs = OpenAIClientKwargs(base_url=openai_base_url(base_url), api_key=key.strip())

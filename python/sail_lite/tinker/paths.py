@@ -108,8 +108,7 @@ def parse_tinker_path(path: str | TinkerPath, *, argument: str = "tinker_path") 
         suffix = f"; did you mean {hint!r}?" if hint else ""
         raise _fail(
             argument,
-            "a checkpoint kind of 'weights', 'sampler_weights' or 'external_weights' "
-            f"as the second segment (found {segment!r}{suffix})",
+            f"a checkpoint kind of 'weights', 'sampler_weights' or 'external_weights' as the second segment (found {segment!r}{suffix})",
             path,
         )
     if not checkpoint_id:

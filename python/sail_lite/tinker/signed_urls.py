@@ -88,10 +88,7 @@ def validate_ttl_seconds(ttl_seconds: object, *, argument: str = "ttl_seconds") 
     """
     if ttl_seconds is None:
         return None
-    expected = (
-        f"an integer number of seconds between {MIN_TTL_SECONDS} (1 hour) and "
-        f"{MAX_TTL_SECONDS} (10 years), or None"
-    )
+    expected = f"an integer number of seconds between {MIN_TTL_SECONDS} (1 hour) and {MAX_TTL_SECONDS} (10 years), or None"
     if isinstance(ttl_seconds, bool):
         raise SailArgumentError(argument, expected, ttl_seconds)
     if isinstance(ttl_seconds, float) and math.isfinite(ttl_seconds) and ttl_seconds.is_integer():
@@ -311,16 +308,10 @@ def _checkpoint_from_result(
         url = files[_pick_adapter_file(files, tp)]
     else:
         source = "archive"
-        url = result if isinstance(result, str) else _get_field(
-            result, "url", "signed_url", "archive_url", "checkpoint_archive_url"
-        )
+        url = result if isinstance(result, str) else _get_field(result, "url", "signed_url", "archive_url", "checkpoint_archive_url")
         if not isinstance(url, str) or not url:
-            raise TinkerCheckpointError(
-                f"tinker's {ARCHIVE_METHOD} answer for {tp.path} has no URL", tinker_path=tp.path
-            )
-    expires_at = None if isinstance(result, str) else _to_epoch(
-        _get_field(result, "expires", "expires_at", "expiration"), tp
-    )
+            raise TinkerCheckpointError(f"tinker's {ARCHIVE_METHOD} answer for {tp.path} has no URL", tinker_path=tp.path)
+    expires_at = None if isinstance(result, str) else _to_epoch(_get_field(result, "expires", "expires_at", "expiration"), tp)
     valid_until = expires_at if expires_at is not None else now + unknown_expiry_seconds
     return TinkerCheckpoint(
         path=tp,
@@ -403,9 +394,7 @@ async def get_tinker_checkpoint_signed_url_async(
     which also reports the URL's expiry, and ``sail_completer_for_checkpoint``, which keeps a
     completer's URL fresh.
     """
-    checkpoint = await resolve_tinker_checkpoint(
-        service_client_or_rest_client, tinker_path, ttl_seconds=ttl_seconds
-    )
+    checkpoint = await resolve_tinker_checkpoint(service_client_or_rest_client, tinker_path, ttl_seconds=ttl_seconds)
     return checkpoint.url
 
 

@@ -3,9 +3,9 @@
 //! valid (403 once expired or when the signature is wrong, 404 when unknown). No auth header: the
 //! signature is the credential.
 use crate::error::ApiError;
+use crate::routes::PathParam;
 use crate::state::{unix_now_f64, AppState};
 use axum::body::Body;
-use crate::routes::PathParam;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, Response, StatusCode};
 use bytes::Bytes;

@@ -104,7 +104,15 @@ fn overlay_windows<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<St
 
 impl Default for LatencyConfig {
     fn default() -> Self {
-        LatencyConfig { scale: 1.0, jitter: 0.2, distribution: "uniform".into(), sigma: 0.1, in_progress_fraction: 0.25, windows: default_window_latencies(), default_seconds: 1.0 }
+        LatencyConfig {
+            scale: 1.0,
+            jitter: 0.2,
+            distribution: "uniform".into(),
+            sigma: 0.1,
+            in_progress_fraction: 0.25,
+            windows: default_window_latencies(),
+            default_seconds: 1.0,
+        }
     }
 }
 

@@ -57,9 +57,7 @@ impl ApiError {
     }
 
     pub fn body(&self) -> Bytes {
-        let env = Envelope {
-            error: Inner { message: &self.message, kind: self.kind, param: self.param.as_deref(), code: self.code },
-        };
+        let env = Envelope { error: Inner { message: &self.message, kind: self.kind, param: self.param.as_deref(), code: self.code } };
         Bytes::from(serde_json::to_vec(&env).unwrap_or_default())
     }
 

@@ -103,8 +103,15 @@ pub fn fails_after_acceptance(cfg: &FaultConfig, seed: u64, response_no: u64) ->
 /// The HTTP answer of an injected 429/5xx.
 pub fn response(kind: FaultKind, cfg: &FaultConfig) -> Response<Body> {
     let (status, kind_s, code, msg) = match kind {
-        FaultKind::Http429 => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_exceeded", "Rate limit reached; retry after the indicated delay"),
-        FaultKind::Http500 => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal_error", "The server had an error while processing your request"),
+        FaultKind::Http429 => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            "Rate limit reached; retry after the indicated delay",
+        ),
+        FaultKind::Http500 => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal_error", "The server had an error while processing your request")
+        }
         FaultKind::Http502 => (StatusCode::BAD_GATEWAY, "server_error", "bad_gateway", "Bad gateway"),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "service_unavailable", "The server is temporarily overloaded; retry later"),
     };

@@ -137,17 +137,20 @@ mod tests {
     use super::*;
 
     fn totals(cfg: &LatencyConfig, seed: u64) -> Vec<f64> {
-        let mut v: Vec<f64> = (0..4000).map(|n| {
-            let (q, r) = latency_plan(cfg, "priority", seed, n);
-            (q + r).as_secs_f64()
-        }).collect();
+        let mut v: Vec<f64> = (0..4000)
+            .map(|n| {
+                let (q, r) = latency_plan(cfg, "priority", seed, n);
+                (q + r).as_secs_f64()
+            })
+            .collect();
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         v
     }
 
     #[test]
     fn lognormal_latency_has_the_window_median_and_spread_and_is_seeded() {
-        let cfg: LatencyConfig = serde_json::from_str(r#"{"distribution": "lognormal", "sigma": 0.2, "windows": {"priority": 60}, "scale": 0.5}"#).unwrap();
+        let cfg: LatencyConfig =
+            serde_json::from_str(r#"{"distribution": "lognormal", "sigma": 0.2, "windows": {"priority": 60}, "scale": 0.5}"#).unwrap();
         let v = totals(&cfg, 7);
         let median = v[2000];
         assert!((median - 30.0).abs() < 1.0, "median {median}");

@@ -71,8 +71,7 @@ struct ResponseOut<'a, O: Serialize> {
 
 fn metadata(head: &Head) -> &RawValue {
     // metadata_json is produced by serde_json in validation, so it always parses; fall back to {} anyway.
-    serde_json::from_str::<&RawValue>(&head.metadata_json)
-        .unwrap_or_else(|_| serde_json::from_str::<&RawValue>("{}").expect("static json"))
+    serde_json::from_str::<&RawValue>(&head.metadata_json).unwrap_or_else(|_| serde_json::from_str::<&RawValue>("{}").expect("static json"))
 }
 
 fn out<O: Serialize>(head: &Head, status: Status, output: O, usage: Option<Usage>, error: Option<ErrorOut>) -> Bytes {
@@ -112,9 +111,8 @@ pub struct Completed<'a> {
 /// A completed raw-token sample. A max-tokens cut is `completed` with `stop_reason: "length"`
 /// (never `incomplete`), which is what the client maps to tinker's "length".
 pub fn completed(head: &Head, c: &Completed) -> Bytes {
-    let logprobs = c.logprobs.map(|lp| {
-        c.tokens.iter().zip(lp.iter()).map(|(&token_id, &l)| Logprob { token_id, logprob: finite(l) }).collect()
-    });
+    let logprobs =
+        c.logprobs.map(|lp| c.tokens.iter().zip(lp.iter()).map(|(&token_id, &l)| Logprob { token_id, logprob: finite(l) }).collect());
     let msg = Message {
         kind: "message",
         id: format!("msg_{}", head.id_str.trim_start_matches("resp_")),

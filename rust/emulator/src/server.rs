@@ -1,8 +1,8 @@
 //! Connection handling. Connections are served with hyper-util directly (not `axum::serve`) so the
 //! server can count them, reset one on an injected "dropped connection" fault, and close them all on
 //! shutdown. Every request passes through `handle`: stats, auth, fault injection, request log.
-use crate::faults::{self, Class};
 use crate::error::ApiError;
+use crate::faults::{self, Class};
 use crate::reqlog::Line;
 use crate::routes::responses::RespId;
 use crate::state::{unix_now_f64, AppState};

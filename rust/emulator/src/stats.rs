@@ -136,10 +136,13 @@ impl Stats {
         let quantile = |p: f64| -> Option<f64> {
             let target = ((total as f64) * p).ceil().max(1.0) as u64;
             let mut acc = 0;
-            counts.iter().position(|&c| {
-                acc += c;
-                acc >= target
-            }).map(|i| (i + 1) as f64 * LATENESS_BIN)
+            counts
+                .iter()
+                .position(|&c| {
+                    acc += c;
+                    acc >= target
+                })
+                .map(|i| (i + 1) as f64 * LATENESS_BIN)
         };
         let mean_service = if total > 0 { self.service_micros.load(Relaxed) as f64 / 1e6 / total as f64 } else { 0.0 };
         json!({"count": total, "p50": quantile(0.5), "p90": quantile(0.9), "p99": quantile(0.99), "max": quantile(1.0),

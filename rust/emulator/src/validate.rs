@@ -114,11 +114,9 @@ pub fn max_tokens(m: Option<i64>, default: u32, param: &str) -> Result<u32, ApiE
     match m {
         None => Ok(default),
         Some(m) if m < 1 => Err(ApiError::invalid(param, "invalid_value", format!("'{param}' must be >= 1, got {m}"))),
-        Some(m) if m > MAX_OUTPUT_TOKENS => Err(ApiError::invalid(
-            param,
-            "invalid_value",
-            format!("'{param}' must be <= {MAX_OUTPUT_TOKENS}, got {m}"),
-        )),
+        Some(m) if m > MAX_OUTPUT_TOKENS => {
+            Err(ApiError::invalid(param, "invalid_value", format!("'{param}' must be <= {MAX_OUTPUT_TOKENS}, got {m}")))
+        }
         Some(m) => Ok(m as u32),
     }
 }
@@ -212,7 +210,11 @@ pub fn create(st: &AppState, body: &[u8]) -> Result<CreateReq, ApiError> {
     let b: CreateBody = parse_json(body)?;
     let model = model(st, b.model)?;
     if b.stream == Some(true) {
-        return Err(ApiError::invalid("stream", "unsupported_parameter", "Streaming is not supported by this server; poll the response instead"));
+        return Err(ApiError::invalid(
+            "stream",
+            "unsupported_parameter",
+            "Streaming is not supported by this server; poll the response instead",
+        ));
     }
     let input = b.input.as_ref().filter(|v| !v.is_null());
     let input = input.ok_or_else(|| ApiError::invalid("input", "missing_required_parameter", "Missing required parameter: 'input'"))?;
@@ -272,14 +274,22 @@ pub fn create(st: &AppState, body: &[u8]) -> Result<CreateReq, ApiError> {
                     )
                 })?;
                 if !serde_json::from_str::<Value>(cfg).is_ok_and(|v| v.is_object()) {
-                    return Err(meta_err("tinker_adapter_config", "invalid_value", "'metadata.tinker_adapter_config' must be a JSON object".into()));
+                    return Err(meta_err(
+                        "tinker_adapter_config",
+                        "invalid_value",
+                        "'metadata.tinker_adapter_config' must be a JSON object".into(),
+                    ));
                 }
                 LoraRef::Url { url: name.to_string(), config_json: cfg.to_string() }
             } else {
                 let a = st.loras.named(name).ok_or_else(|| {
                     // Anything URL-like may carry a signature: never echo its query.
                     let shown = if name.contains("://") || name.contains('?') { redact_url(name) } else { name.to_string() };
-                    meta_err("lora", "lora_not_found", format!("No LoRA named '{shown}' is registered with this server (a Tinker archive must be an http(s) URL)"))
+                    meta_err(
+                        "lora",
+                        "lora_not_found",
+                        format!("No LoRA named '{shown}' is registered with this server (a Tinker archive must be an http(s) URL)"),
+                    )
                 })?;
                 LoraRef::Named(a)
             }

@@ -9,8 +9,11 @@ async fn completions_shapes() {
     let h = start(json!({"loras": {"mini": {"rank": 4, "seed": 1}}}));
     let api = Api::new(&h);
     let r = api
-        .post("/v1/completions", &json!({"model": "moonshotai/Kimi-K2.6", "prompt": [72, 105], "max_tokens": 8,
-            "logprobs": 2, "return_token_ids": true, "return_tokens_as_token_ids": true, "seed": 5}))
+        .post(
+            "/v1/completions",
+            &json!({"model": "moonshotai/Kimi-K2.6", "prompt": [72, 105], "max_tokens": 8,
+            "logprobs": 2, "return_token_ids": true, "return_tokens_as_token_ids": true, "seed": 5}),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.json);
     let c = &r.json["choices"][0];
@@ -27,7 +30,12 @@ async fn completions_shapes() {
     assert_eq!(r.json["usage"]["prompt_tokens"], 2);
     assert_eq!(r.json["object"], "text_completion");
 
-    let r = api.post("/v1/completions", &json!({"model": "sail-lite/byte-ngram", "prompt": "Hello", "max_tokens": 3, "stop": ["\n"], "stop_token_ids": [256]})).await;
+    let r = api
+        .post(
+            "/v1/completions",
+            &json!({"model": "sail-lite/byte-ngram", "prompt": "Hello", "max_tokens": 3, "stop": ["\n"], "stop_token_ids": [256]}),
+        )
+        .await;
     assert_eq!(r.status, 200);
     assert!(r.json["choices"][0]["logprobs"].is_null());
     assert!(r.json["choices"][0].get("token_ids").is_none());

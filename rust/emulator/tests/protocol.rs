@@ -278,8 +278,6 @@ async fn shutdown_frees_the_port() {
     let api2 = Api::new(&h2);
     assert_eq!(api2.get("/v1/models").await.status, 200);
     // A taken port is a bind error.
-    let e = sail_emulator::EmulatorHandle::start_detailed(
-        sail_emulator::EmulatorConfig::from_value(json!({"port": port})).unwrap(),
-    );
+    let e = sail_emulator::EmulatorHandle::start_detailed(sail_emulator::EmulatorConfig::from_value(json!({"port": port})).unwrap());
     assert!(matches!(e, Err(sail_emulator::StartError::Bind(_))));
 }

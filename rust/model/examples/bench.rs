@@ -16,12 +16,9 @@ fn main() {
     let adapter = Adapter::from_safetensors(&make_test_safetensors(16, 7), &config, BASE).unwrap();
 
     let prompt = encode_text("The weather ");
-    for (label, adapter, temperature, top_p) in [
-        ("T=1", None, 1.0, 1.0),
-        ("T=0.7 top_p=0.9", None, 0.7, 0.9),
-        ("adapter T=1", Some(&adapter), 1.0, 1.0),
-        ("T=0", None, 0.0, 1.0),
-    ] {
+    for (label, adapter, temperature, top_p) in
+        [("T=1", None, 1.0, 1.0), ("T=0.7 top_p=0.9", None, 0.7, 0.9), ("adapter T=1", Some(&adapter), 1.0, 1.0), ("T=0", None, 0.0, 1.0)]
+    {
         for seed in 0..3 {
             let params = SamplingParams { max_tokens: 64, temperature, top_p, seed, ..Default::default() };
             let sample = model.sample(&prompt, adapter, &params);

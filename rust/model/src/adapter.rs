@@ -94,24 +94,21 @@ impl fmt::Display for AdapterError {
                 write!(f, "unsupported peft_type {found:?}: only \"LORA\" adapters are supported")
             }
             AdapterError::Rank { r, max } => write!(f, "LoRA rank r={r} is invalid: it must be between 1 and {max}"),
-            AdapterError::RankMismatch { tensor, expected, found } => write!(
-                f,
-                "tensor {tensor:?} has rank dimension {found} but the adapter config says r={expected}"
-            ),
-            AdapterError::BaseModel { expected, found } => write!(
-                f,
-                "adapter was trained for base model {found:?}, but this model is {expected:?}"
-            ),
+            AdapterError::RankMismatch { tensor, expected, found } => {
+                write!(f, "tensor {tensor:?} has rank dimension {found} but the adapter config says r={expected}")
+            }
+            AdapterError::BaseModel { expected, found } => {
+                write!(f, "adapter was trained for base model {found:?}, but this model is {expected:?}")
+            }
             AdapterError::TaskType(found) => {
                 write!(f, "unsupported task_type {found:?}: only \"CAUSAL_LM\" adapters are supported")
             }
             AdapterError::NoLoraTensors => {
                 write!(f, "adapter_model.safetensors contains no lora_A/lora_B tensors")
             }
-            AdapterError::UnsupportedDtype { tensor, dtype } => write!(
-                f,
-                "tensor {tensor:?} has dtype {dtype}; LoRA weights must be F32, F16, BF16 or F64"
-            ),
+            AdapterError::UnsupportedDtype { tensor, dtype } => {
+                write!(f, "tensor {tensor:?} has dtype {dtype}; LoRA weights must be F32, F16, BF16 or F64")
+            }
             AdapterError::LoraTensor { tensor, reason } => write!(f, "tensor {tensor:?}: {reason}"),
         }
     }
@@ -134,10 +131,7 @@ impl AdapterConfig {
     pub fn validate(&self, base_model: &str) -> Result<(), AdapterError> {
         self.validate_intrinsic()?;
         if self.base_model_name_or_path != base_model {
-            return Err(AdapterError::BaseModel {
-                expected: base_model.to_string(),
-                found: self.base_model_name_or_path.clone(),
-            });
+            return Err(AdapterError::BaseModel { expected: base_model.to_string(), found: self.base_model_name_or_path.clone() });
         }
         Ok(())
     }
@@ -161,8 +155,7 @@ impl AdapterConfig {
 /// model is checked by [`Adapter::from_archive`] / [`Adapter::from_safetensors`]).
 /// Fields other than those in [`AdapterConfig`] are ignored.
 pub fn parse_adapter_config(json: &str) -> Result<AdapterConfig, AdapterError> {
-    let value: Value =
-        serde_json::from_str(json).map_err(|e| AdapterError::ConfigJson(format!("not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_str(json).map_err(|e| AdapterError::ConfigJson(format!("not valid JSON: {e}")))?;
     let Value::Object(fields) = value else {
         return Err(AdapterError::ConfigJson("must be a JSON object".to_string()));
     };
@@ -192,8 +185,7 @@ pub fn parse_adapter_config(json: &str) -> Result<AdapterConfig, AdapterError> {
         Some(_) => return Err(AdapterError::ConfigJson("r must be an integer".to_string())),
         None => return Err(AdapterError::ConfigJson("missing required field r".to_string())),
     };
-    let r = u32::try_from(r)
-        .map_err(|_| AdapterError::Rank { r: i64::try_from(r).unwrap_or(i64::MAX), max: MAX_LORA_RANK })?;
+    let r = u32::try_from(r).map_err(|_| AdapterError::Rank { r: i64::try_from(r).unwrap_or(i64::MAX), max: MAX_LORA_RANK })?;
     let base_model_name_or_path = required_string("base_model_name_or_path")?;
     let lora_alpha = match present("lora_alpha") {
         Some(Value::Number(n)) => n.as_f64(),
@@ -328,8 +320,7 @@ fn partner_name(a_name: &str) -> String {
 
 /// Check every LoRA tensor's dtype, shape and rank, and pair each `lora_A` with its `lora_B`.
 fn lora_pairs<'f>(file: &'f SafeTensors<'_>, r: u32) -> Result<Vec<LoraPair<'f>>, AdapterError> {
-    let lora: Vec<(&TensorInfo, LoraRole)> =
-        file.tensors.iter().filter_map(|t| lora_role(&t.name).map(|role| (t, role))).collect();
+    let lora: Vec<(&TensorInfo, LoraRole)> = file.tensors.iter().filter_map(|t| lora_role(&t.name).map(|role| (t, role))).collect();
     if lora.is_empty() {
         return Err(AdapterError::NoLoraTensors);
     }
@@ -360,10 +351,7 @@ fn lora_pairs<'f>(file: &'f SafeTensors<'_>, r: u32) -> Result<Vec<LoraPair<'f>>
         pairs.push(LoraPair { a, b });
     }
     if let Some(&(orphan, _)) = lora.iter().find(|(t, role)| *role == LoraRole::B && !pairs.iter().any(|p| p.b.name == t.name)) {
-        return Err(AdapterError::LoraTensor {
-            tensor: orphan.name.clone(),
-            reason: "no matching lora_A tensor".to_string(),
-        });
+        return Err(AdapterError::LoraTensor { tensor: orphan.name.clone(), reason: "no matching lora_A tensor".to_string() });
     }
     Ok(pairs)
 }
@@ -383,10 +371,7 @@ const PROBE_WORK_BUDGET: u64 = 1 << 26;
 /// receives outputs (within [`PROBE_WORK_BUDGET`]).
 fn fold_updates(file: &SafeTensors<'_>, pairs: &[LoraPair<'_>]) -> Result<[f64; VOCAB_SIZE], AdapterError> {
     // One probe costs one multiply-add per LoRA parameter.
-    let parameters: u64 = pairs
-        .iter()
-        .map(|p| p.a.shape[0] * p.a.shape[1] + p.b.shape[0] * p.b.shape[1])
-        .fold(0u64, u64::saturating_add);
+    let parameters: u64 = pairs.iter().map(|p| p.a.shape[0] * p.a.shape[1] + p.b.shape[0] * p.b.shape[1]).fold(0u64, u64::saturating_add);
     let probe_limit = (PROBE_WORK_BUDGET / parameters.max(1)).max(1) as usize;
     let mut buckets = [0f64; VOCAB_SIZE];
     let mut row = Vec::new();
@@ -399,8 +384,7 @@ fn fold_updates(file: &SafeTensors<'_>, pairs: &[LoraPair<'_>]) -> Result<[f64; 
         let offset = (salt % VOCAB_SIZE as u64) as usize;
 
         // probe_vectors[p * inputs + j]: input j of probe p.
-        let probe_vectors: Vec<f32> =
-            (0..probes).flat_map(|p| (0..inputs).map(move |j| probe_value(salt, p, j) as f32)).collect();
+        let probe_vectors: Vec<f32> = (0..probes).flat_map(|p| (0..inputs).map(move |j| probe_value(salt, p, j) as f32)).collect();
         // hidden[p * rank + k] = (A x_p)_k, one lora_A row at a time.
         let mut hidden = vec![0f32; probes * rank];
         for k in 0..rank {
@@ -422,13 +406,7 @@ fn fold_updates(file: &SafeTensors<'_>, pairs: &[LoraPair<'_>]) -> Result<[f64; 
 }
 
 /// Row `index` (of length `len`) of a 2-D float tensor, rejecting NaN and infinity.
-fn read_finite_row(
-    file: &SafeTensors<'_>,
-    tensor: &TensorInfo,
-    index: usize,
-    len: usize,
-    row: &mut Vec<f32>,
-) -> Result<(), AdapterError> {
+fn read_finite_row(file: &SafeTensors<'_>, tensor: &TensorInfo, index: usize, len: usize, row: &mut Vec<f32>) -> Result<(), AdapterError> {
     if !file.read_f32(tensor, index * len, len, row) {
         return Err(AdapterError::UnsupportedDtype { tensor: tensor.name.clone(), dtype: tensor.dtype.clone() });
     }
@@ -492,17 +470,11 @@ mod tests {
         assert!(matches!(err(&format!(r#"{{"peft_type": "LORA", "r": 0, {ok}}}"#)), AdapterError::Rank { r: 0, .. }));
         assert!(matches!(err(&format!(r#"{{"peft_type": "LORA", "r": -4, {ok}}}"#)), AdapterError::Rank { r: -4, .. }));
         assert!(matches!(err(&format!(r#"{{"peft_type": "LORA", "r": 64, {ok}}}"#)), AdapterError::Rank { r: 64, .. }));
-        assert!(matches!(
-            err(&format!(r#"{{"peft_type": "LORA", "r": 99999999999, {ok}}}"#)),
-            AdapterError::Rank { .. }
-        ));
+        assert!(matches!(err(&format!(r#"{{"peft_type": "LORA", "r": 99999999999, {ok}}}"#)), AdapterError::Rank { .. }));
         assert!(matches!(err(&format!(r#"{{"peft_type": "LORA", "r": 8.5, {ok}}}"#)), AdapterError::ConfigJson(_)));
         assert!(matches!(err(&format!(r#"{{"peft_type": "LORA", "r": "8", {ok}}}"#)), AdapterError::ConfigJson(_)));
         assert!(matches!(err(r#"{"peft_type": "LORA", "r": 8}"#), AdapterError::ConfigJson(_)));
-        assert!(matches!(
-            err(&format!(r#"{{"peft_type": "LORA", "r": 8, "task_type": "SEQ_CLS", {ok}}}"#)),
-            AdapterError::TaskType(_)
-        ));
+        assert!(matches!(err(&format!(r#"{{"peft_type": "LORA", "r": 8, "task_type": "SEQ_CLS", {ok}}}"#)), AdapterError::TaskType(_)));
     }
 
     #[test]
@@ -519,10 +491,7 @@ mod tests {
         let a: Vec<u8> = (0..4 * 8).flat_map(|i| (i as f32 * 0.1).to_le_bytes()).collect();
         let b = vec![0u8; 8 * 4 * 4];
         let file = crate::safetensors::serialize(
-            &[
-                ("m.lora_A.weight".into(), "F32", vec![4, 8], a),
-                ("m.lora_B.weight".into(), "F32", vec![8, 4], b),
-            ],
+            &[("m.lora_A.weight".into(), "F32", vec![4, 8], a), ("m.lora_B.weight".into(), "F32", vec![8, 4], b)],
             &[],
         );
         let adapter = Adapter::from_safetensors(&file, &config(4), BASE).unwrap();
@@ -548,29 +517,17 @@ mod tests {
     fn unpaired_and_misshapen_tensors_are_rejected() {
         let f32s = |n: usize| (0..n).flat_map(|i| (i as f32).to_le_bytes()).collect::<Vec<u8>>();
         let only_a = crate::safetensors::serialize(&[("m.lora_A.weight".into(), "F32", vec![4, 2], f32s(8))], &[]);
-        assert!(matches!(
-            Adapter::from_safetensors(&only_a, &config(4), BASE),
-            Err(AdapterError::LoraTensor { .. })
-        ));
+        assert!(matches!(Adapter::from_safetensors(&only_a, &config(4), BASE), Err(AdapterError::LoraTensor { .. })));
         let three_d = crate::safetensors::serialize(&[("m.lora_A.weight".into(), "F32", vec![4, 2, 1], f32s(8))], &[]);
-        assert!(matches!(
-            Adapter::from_safetensors(&three_d, &config(4), BASE),
-            Err(AdapterError::LoraTensor { .. })
-        ));
+        assert!(matches!(Adapter::from_safetensors(&three_d, &config(4), BASE), Err(AdapterError::LoraTensor { .. })));
         let ints = crate::safetensors::serialize(&[("m.lora_A.weight".into(), "I32", vec![4, 2], f32s(8))], &[]);
-        assert!(matches!(
-            Adapter::from_safetensors(&ints, &config(4), BASE),
-            Err(AdapterError::UnsupportedDtype { .. })
-        ));
+        assert!(matches!(Adapter::from_safetensors(&ints, &config(4), BASE), Err(AdapterError::UnsupportedDtype { .. })));
         let nan: Vec<u8> = [f32::NAN.to_le_bytes(); 8].concat();
         let nans = crate::safetensors::serialize(
             &[("m.lora_A.weight".into(), "F32", vec![4, 2], nan), ("m.lora_B.weight".into(), "F32", vec![2, 4], f32s(8))],
             &[],
         );
-        assert!(matches!(
-            Adapter::from_safetensors(&nans, &config(4), BASE),
-            Err(AdapterError::LoraTensor { .. })
-        ));
+        assert!(matches!(Adapter::from_safetensors(&nans, &config(4), BASE), Err(AdapterError::LoraTensor { .. })));
         let none = crate::safetensors::serialize(&[("embed.weight".into(), "F32", vec![2], f32s(2))], &[]);
         assert_eq!(Adapter::from_safetensors(&none, &config(4), BASE).unwrap_err(), AdapterError::NoLoraTensors);
     }

@@ -68,10 +68,7 @@ fn find_in_tar<R: Read>(reader: R) -> Result<Vec<u8>, AdapterError> {
         let mut bytes = Vec::with_capacity(size as usize);
         entry.read_to_end(&mut bytes).map_err(archive_error)?;
         if bytes.len() as u64 != size {
-            return Err(AdapterError::Archive(format!(
-                "adapter_model.safetensors is truncated: {} of {size} bytes",
-                bytes.len()
-            )));
+            return Err(AdapterError::Archive(format!("adapter_model.safetensors is truncated: {} of {size} bytes", bytes.len())));
         }
         return Ok(bytes);
     }
@@ -79,8 +76,7 @@ fn find_in_tar<R: Read>(reader: R) -> Result<Vec<u8>, AdapterError> {
 }
 
 fn is_safetensors_path(path: &[u8]) -> bool {
-    path == SAFETENSORS_FILE_NAME
-        || (path.ends_with(SAFETENSORS_FILE_NAME) && path[path.len() - SAFETENSORS_FILE_NAME.len() - 1] == b'/')
+    path == SAFETENSORS_FILE_NAME || (path.ends_with(SAFETENSORS_FILE_NAME) && path[path.len() - SAFETENSORS_FILE_NAME.len() - 1] == b'/')
 }
 
 /// A reader that fails with a clear error after `MAX_ARCHIVE_BYTES`.

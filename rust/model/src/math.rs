@@ -30,10 +30,7 @@ pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     let shifted = x * LOG2_E + 12_582_912.0;
     let n = shifted - 12_582_912.0;
     let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     // 2^n built in the exponent bits with integer ops only (a float->int cast would block
     // vectorisation). n is in [-126, 0], so the biased exponent is in [1, 127]: always normal.
     let biased_exponent = shifted.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127);

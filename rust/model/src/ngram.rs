@@ -235,12 +235,7 @@ impl Counts {
             shorter = current;
         }
 
-        NgramModel {
-            tables: builder.tables,
-            by_length,
-            unigram_table,
-            shaped: ShapedCache::default(),
-        }
+        NgramModel { tables: builder.tables, by_length, unigram_table, shaped: ShapedCache::default() }
     }
 }
 
@@ -252,11 +247,7 @@ fn interpolate(followers: &[u32; VOCAB_SIZE], lower: &[f64; VOCAB_SIZE]) -> [f64
     let denominator = total + distinct;
     let mut p = [0f64; VOCAB_SIZE];
     for (i, slot) in p.iter_mut().enumerate() {
-        *slot = if denominator > 0.0 {
-            (f64::from(followers[i]) + distinct * lower[i]) / denominator
-        } else {
-            lower[i]
-        };
+        *slot = if denominator > 0.0 { (f64::from(followers[i]) + distinct * lower[i]) / denominator } else { lower[i] };
     }
     p
 }

@@ -55,13 +55,11 @@ impl<'a> SafeTensors<'a> {
         let header_len = u64::from_le_bytes(length_bytes.try_into().expect("8 bytes"));
         let available = (bytes.len() - 8) as u64;
         if header_len > available || header_len > MAX_HEADER_BYTES {
-            return Err(format!(
-                "header length {header_len} exceeds the {available} bytes after it (or the 100 MB limit)"
-            ));
+            return Err(format!("header length {header_len} exceeds the {available} bytes after it (or the 100 MB limit)"));
         }
         let header_end = 8 + header_len as usize;
-        let header: serde_json::Map<String, Value> = serde_json::from_slice(&bytes[8..header_end])
-            .map_err(|e| format!("header is not a JSON object: {e}"))?;
+        let header: serde_json::Map<String, Value> =
+            serde_json::from_slice(&bytes[8..header_end]).map_err(|e| format!("header is not a JSON object: {e}"))?;
         let data = &bytes[header_end..];
 
         let mut tensors = Vec::with_capacity(header.len());
@@ -70,8 +68,7 @@ impl<'a> SafeTensors<'a> {
                 check_metadata(&entry)?;
                 continue;
             }
-            let raw = RawTensor::deserialize(&entry)
-                .map_err(|e| format!("tensor {name:?}: bad header entry: {e}"))?;
+            let raw = RawTensor::deserialize(&entry).map_err(|e| format!("tensor {name:?}: bad header entry: {e}"))?;
             tensors.push(locate(name, raw, data.len())?);
         }
         tensors.sort_by(|a, b| a.name.cmp(&b.name));
@@ -103,9 +100,7 @@ impl<'a> SafeTensors<'a> {
         match tensor.dtype.as_str() {
             "F32" => out.extend(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
             "F16" => out.extend(bytes.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))),
-            "BF16" => out.extend(
-                bytes.chunks_exact(2).map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16)),
-            ),
+            "BF16" => out.extend(bytes.chunks_exact(2).map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))),
             _ => out.extend(bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)),
         }
         true
@@ -133,24 +128,16 @@ fn check_metadata(entry: &Value) -> Result<(), String> {
 fn locate(name: String, raw: RawTensor, data_len: usize) -> Result<TensorInfo, String> {
     let [start, end] = raw.data_offsets;
     if start > end || end > data_len as u64 {
-        return Err(format!(
-            "tensor {name:?}: data_offsets [{start}, {end}] out of bounds (data section is {data_len} bytes)"
-        ));
+        return Err(format!("tensor {name:?}: data_offsets [{start}, {end}] out of bounds (data section is {data_len} bytes)"));
     }
-    let element_size =
-        dtype_size(&raw.dtype).ok_or_else(|| format!("tensor {name:?}: unknown dtype {:?}", raw.dtype))?;
+    let element_size = dtype_size(&raw.dtype).ok_or_else(|| format!("tensor {name:?}: unknown dtype {:?}", raw.dtype))?;
     let expected = raw
         .shape
         .iter()
         .try_fold(element_size, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| format!("tensor {name:?}: shape {:?} overflows", raw.shape))?;
     if expected != end - start {
-        return Err(format!(
-            "tensor {name:?}: {} {:?} needs {expected} bytes but data_offsets span {}",
-            raw.dtype,
-            raw.shape,
-            end - start
-        ));
+        return Err(format!("tensor {name:?}: {} {:?} needs {expected} bytes but data_offsets span {}", raw.dtype, raw.shape, end - start));
     }
     Ok(TensorInfo { name, dtype: raw.dtype, shape: raw.shape, start: start as usize, end: end as usize })
 }
@@ -185,10 +172,7 @@ pub(crate) fn serialize(tensors: &[(String, &str, Vec<u64>, Vec<u8>)], metadata:
     let mut offset = 0u64;
     for (name, dtype, shape, data) in tensors {
         let end = offset + data.len() as u64;
-        header.insert(
-            name.clone(),
-            serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [offset, end] }),
-        );
+        header.insert(name.clone(), serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [offset, end] }));
         offset = end;
     }
     let mut header_bytes = serde_json::to_vec(&header).expect("JSON of strings and numbers");

@@ -56,14 +56,7 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        SamplingParams {
-            max_tokens: 16,
-            temperature: 1.0,
-            top_p: 1.0,
-            stop_token_ids: Vec::new(),
-            stop_strings: Vec::new(),
-            seed: 0,
-        }
+        SamplingParams { max_tokens: 16, temperature: 1.0, top_p: 1.0, stop_token_ids: Vec::new(), stop_strings: Vec::new(), seed: 0 }
     }
 }
 
@@ -108,13 +101,7 @@ impl NgramModel {
     /// The full next-token distribution after `context` (same conventions as [`sample`](Self::sample)),
     /// after the adapter bias, temperature and top-p: [`VOCAB_SIZE`] probabilities summing to 1.
     /// A token sampled in this context has logprob `ln(distribution[token])`.
-    pub fn next_token_distribution(
-        &self,
-        context: &[u32],
-        adapter: Option<&Adapter>,
-        temperature: f64,
-        top_p: f64,
-    ) -> Vec<f64> {
+    pub fn next_token_distribution(&self, context: &[u32], adapter: Option<&Adapter>, temperature: f64, top_p: f64) -> Vec<f64> {
         let table = self.table_for(&History::after(context));
         match Shape::new(temperature, top_p, adapter.and_then(Adapter::active_bias)) {
             None => self.table(table).probabilities(),
@@ -135,9 +122,7 @@ impl<'a> TokenSampler<'a> {
     fn new(model: &NgramModel, adapter: Option<&'a Adapter>, temperature: f64, top_p: f64) -> Self {
         match Shape::new(temperature, top_p, adapter.and_then(Adapter::active_bias)) {
             None => TokenSampler::Raw,
-            Some(shape) => {
-                TokenSampler::Shaped { tables: model.shaped_cache().tables(&shape, model.table_count()), shape }
-            }
+            Some(shape) => TokenSampler::Shaped { tables: model.shaped_cache().tables(&shape, model.table_count()), shape },
         }
     }
 
@@ -191,10 +176,8 @@ impl<'a> StopConditions<'a> {
 
     #[inline]
     fn text_matches(&self, tokens: &[u32]) -> bool {
-        let suffix_matches = |s: &&[u8]| {
-            s.len() <= tokens.len()
-                && tokens[tokens.len() - s.len()..].iter().zip(s.iter()).all(|(&t, &b)| t == u32::from(b))
-        };
+        let suffix_matches =
+            |s: &&[u8]| s.len() <= tokens.len() && tokens[tokens.len() - s.len()..].iter().zip(s.iter()).all(|(&t, &b)| t == u32::from(b));
         if self.byte_strings.iter().any(suffix_matches) {
             return true;
         }

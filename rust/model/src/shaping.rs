@@ -144,12 +144,8 @@ fn tempered_weights(z: &[f32; VOCAB_SIZE], inv_temperature: f32) -> [f32; VOCAB_
 fn keep_nucleus(weights: &mut [f32; VOCAB_SIZE], total: f64, top_p: f64) -> f64 {
     let needed = top_p * total;
     let cutoff = ((1.0 - top_p) * total / VOCAB_SIZE as f64) as f32;
-    let mut candidates: Vec<(f32, u16)> = weights
-        .iter()
-        .enumerate()
-        .filter(|&(_, &w)| w >= cutoff && w > 0.0)
-        .map(|(i, &w)| (w, i as u16))
-        .collect();
+    let mut candidates: Vec<(f32, u16)> =
+        weights.iter().enumerate().filter(|&(_, &w)| w >= cutoff && w > 0.0).map(|(i, &w)| (w, i as u16)).collect();
     candidates.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
 
     let mut keep = [false; VOCAB_SIZE];
@@ -224,9 +220,7 @@ impl ShapedCache {
     /// The (possibly still empty) tables of `shape`'s setting.
     pub(crate) fn tables(&self, shape: &Shape<'_>, table_count: usize) -> Arc<ShapedTables> {
         let key = shape.key();
-        let find = |entries: &[(ShapeKey, Arc<ShapedTables>)]| {
-            entries.iter().find(|(k, _)| *k == key).map(|(_, t)| Arc::clone(t))
-        };
+        let find = |entries: &[(ShapeKey, Arc<ShapedTables>)]| entries.iter().find(|(k, _)| *k == key).map(|(_, t)| Arc::clone(t));
         if let Some(found) = find(&self.entries.read().unwrap_or_else(PoisonError::into_inner)) {
             return found;
         }

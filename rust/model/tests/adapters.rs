@@ -4,8 +4,8 @@
 use std::io::Write;
 
 use sail_model::{
-    decode_text, encode_text, make_test_adapter_config, make_test_archive, make_test_safetensors,
-    parse_adapter_config, Adapter, AdapterError, NgramModel, SamplingParams,
+    decode_text, encode_text, make_test_adapter_config, make_test_archive, make_test_safetensors, parse_adapter_config, Adapter,
+    AdapterError, NgramModel, SamplingParams,
 };
 
 const BASE: &str = "sail-ngram";
@@ -96,10 +96,7 @@ fn config_problems_are_reported() {
     assert!(matches!(with(&config_json(8).replace("CAUSAL_LM", "TOKEN_CLS")), AdapterError::TaskType(_)));
 
     let other_base = make_test_adapter_config(8, "some/other-model");
-    assert_eq!(
-        with(&other_base),
-        AdapterError::BaseModel { expected: BASE.into(), found: "some/other-model".into() }
-    );
+    assert_eq!(with(&other_base), AdapterError::BaseModel { expected: BASE.into(), found: "some/other-model".into() });
     let err = with(&other_base);
     assert!(err.to_string().contains("some/other-model"), "{err}");
     let _: &dyn std::error::Error = &err;
@@ -118,18 +115,12 @@ fn rank_mismatch_between_config_and_tensors() {
 fn archive_problems_are_reported() {
     let only_config = tar_of(&[("adapter_config.json", config_json(8).as_bytes())]);
     assert_eq!(Adapter::from_archive(&only_config, &config_json(8), BASE).unwrap_err(), AdapterError::MissingSafetensors);
-    assert_eq!(
-        Adapter::from_archive(&gzip(&only_config), &config_json(8), BASE).unwrap_err(),
-        AdapterError::MissingSafetensors
-    );
+    assert_eq!(Adapter::from_archive(&gzip(&only_config), &config_json(8), BASE).unwrap_err(), AdapterError::MissingSafetensors);
 
     let good = make_test_archive(8, 1, BASE, true);
     let truncated = &good[..good.len() / 2];
     assert!(matches!(Adapter::from_archive(truncated, &config_json(8), BASE), Err(AdapterError::Archive(_))));
-    assert!(matches!(
-        Adapter::from_archive(b"PK\x03\x04 a zip file", &config_json(8), BASE),
-        Err(AdapterError::Archive(_))
-    ));
+    assert!(matches!(Adapter::from_archive(b"PK\x03\x04 a zip file", &config_json(8), BASE), Err(AdapterError::Archive(_))));
     let tar = make_test_archive(8, 1, BASE, false);
     let mut corrupted = tar.clone();
     corrupted[100..140].fill(b'x'); // inside the first header: checksum no longer matches
@@ -191,10 +182,8 @@ fn half_precision_adapters_load_and_match_f32() {
                 let half: u16 = if dtype == "BF16" { (v.to_bits() >> 16) as u16 } else { f32_to_f16(v) };
                 new_data.extend_from_slice(&half.to_le_bytes());
             }
-            new_header.insert(
-                name.clone(),
-                serde_json::json!({"dtype": dtype, "shape": info["shape"], "data_offsets": [begin, new_data.len()]}),
-            );
+            new_header
+                .insert(name.clone(), serde_json::json!({"dtype": dtype, "shape": info["shape"], "data_offsets": [begin, new_data.len()]}));
         }
         let header_text = serde_json::to_string(&new_header).unwrap();
         let mut file = (header_text.len() as u64).to_le_bytes().to_vec();
@@ -232,9 +221,7 @@ fn adapters_change_samples_and_the_base_model_is_unaffected() {
     let two = Adapter::from_archive(&make_test_archive(8, 2, BASE, true), &config_json(8), BASE).unwrap();
     let with_one: Vec<_> = (0..10).map(|seed| model.sample(&prompt, Some(&one), &params(seed))).collect();
     let with_two: Vec<_> = (0..10).map(|seed| model.sample(&prompt, Some(&two), &params(seed))).collect();
-    let differing = |a: &[sail_model::Sample], b: &[sail_model::Sample]| {
-        a.iter().zip(b).filter(|(x, y)| x.tokens != y.tokens).count()
-    };
+    let differing = |a: &[sail_model::Sample], b: &[sail_model::Sample]| a.iter().zip(b).filter(|(x, y)| x.tokens != y.tokens).count();
     assert!(differing(&with_one, &with_two) >= 8, "different adapters should give different samples");
     assert!(differing(&with_one, &base_before) >= 8, "an adapter should change samples");
 

@@ -3,8 +3,8 @@
 
 use proptest::prelude::*;
 use sail_model::{
-    make_test_adapter_config, make_test_archive, make_test_safetensors, parse_adapter_config, Adapter, NgramModel,
-    SamplingParams, StopReason, EOT_TOKEN, VOCAB_SIZE,
+    make_test_adapter_config, make_test_archive, make_test_safetensors, parse_adapter_config, Adapter, NgramModel, SamplingParams,
+    StopReason, EOT_TOKEN, VOCAB_SIZE,
 };
 
 const BASE: &str = "sail-ngram";

@@ -3,8 +3,8 @@
 //! stop conditions end samples as specified.
 
 use sail_model::{
-    decode_text, encode_text, make_test_safetensors, parse_adapter_config, Adapter, NgramModel, Sample,
-    SamplingParams, StopReason, EOT_TOKEN, VOCAB_SIZE,
+    decode_text, encode_text, make_test_safetensors, parse_adapter_config, Adapter, NgramModel, Sample, SamplingParams, StopReason,
+    EOT_TOKEN, VOCAB_SIZE,
 };
 
 const BASE: &str = "sail-ngram";
@@ -44,11 +44,7 @@ fn check_empirical(prompt: &str, adapter: Option<&Adapter>, temperature: f64, to
         let token = sample.tokens[0] as usize;
         let logprob = f64::from(sample.logprobs[0]);
         assert!(dist[token] > 0.0, "sampled token {token} has probability 0");
-        assert!(
-            (logprob - dist[token].ln()).abs() < 1e-5,
-            "logprob {logprob} vs ln p {} for token {token}",
-            dist[token].ln()
-        );
+        assert!((logprob - dist[token].ln()).abs() < 1e-5, "logprob {logprob} vs ln p {} for token {token}", dist[token].ln());
         counts[token] += 1;
     }
 
@@ -120,10 +116,8 @@ fn logprobs_match_the_distribution_along_a_long_sample() {
 fn lower_temperature_means_lower_entropy() {
     for prompt in ["The weather ", "A good cup of tea", "Q: What is 2 + 2?\nA: ", "x"] {
         let prompt = encode_text(prompt);
-        let entropies: Vec<f64> = [0.3, 0.6, 1.0, 1.5, 2.0]
-            .iter()
-            .map(|&t| entropy(&model().next_token_distribution(&prompt, None, t, 1.0)))
-            .collect();
+        let entropies: Vec<f64> =
+            [0.3, 0.6, 1.0, 1.5, 2.0].iter().map(|&t| entropy(&model().next_token_distribution(&prompt, None, t, 1.0))).collect();
         for pair in entropies.windows(2) {
             assert!(pair[0] < pair[1], "entropies not increasing with temperature: {entropies:?}");
         }
@@ -200,8 +194,7 @@ fn same_seed_same_sample_different_seeds_differ() {
     let a = model().sample(&prompt, None, &params(42));
     let b = model().sample(&prompt, None, &params(42));
     assert_eq!(a, b);
-    let distinct: std::collections::HashSet<Vec<u32>> =
-        (0..20).map(|seed| model().sample(&prompt, None, &params(seed)).tokens).collect();
+    let distinct: std::collections::HashSet<Vec<u32>> = (0..20).map(|seed| model().sample(&prompt, None, &params(seed)).tokens).collect();
     assert!(distinct.len() >= 15, "only {} distinct samples from 20 seeds", distinct.len());
 }
 
@@ -228,12 +221,8 @@ fn stop_string_ends_the_sample_at_the_completing_token() {
     let prompt = encode_text("The ");
     let mut stopped = 0;
     for seed in 0..50 {
-        let params = SamplingParams {
-            max_tokens: 200,
-            stop_strings: vec!["the".to_string(), "ZZZ".to_string()],
-            seed,
-            ..Default::default()
-        };
+        let params =
+            SamplingParams { max_tokens: 200, stop_strings: vec!["the".to_string(), "ZZZ".to_string()], seed, ..Default::default() };
         let sample = model().sample(&prompt, None, &params);
         let text = decode_text(&sample.tokens);
         let before_last = decode_text(&sample.tokens[..sample.tokens.len() - 1]);

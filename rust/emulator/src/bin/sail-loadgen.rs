@@ -269,7 +269,11 @@ fn main() {
         "metadata": {"completion_window": "priority"}
     }))
     .unwrap_or_default();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build().unwrap_or_else(|e| usage(&e.to_string()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| usage(&e.to_string()));
     let out = rt.block_on(async {
         let sh = Arc::new(Shared {
             addr,
@@ -333,7 +337,8 @@ fn main() {
     let server_stats = local.as_ref().map(|h| h.stats());
     let mut out = out;
     if let Some(s) = server_stats {
-        out["server"] = serde_json::json!({"creates": s["creates"], "polls": s["polls"], "connections_accepted": s["connections_accepted"]});
+        out["server"] =
+            serde_json::json!({"creates": s["creates"], "polls": s["polls"], "connections_accepted": s["connections_accepted"]});
     }
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     if let Some(h) = local {

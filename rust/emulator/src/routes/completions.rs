@@ -173,7 +173,13 @@ async fn run(st: Arc<AppState>, body: Result<Bytes, BytesRejection>) -> Result<R
     let top_k = match b.logprobs {
         None => None,
         Some(k) if (0..=MAX_TOP_LOGPROBS).contains(&k) => Some(k as usize),
-        Some(k) => return Err(ApiError::invalid("logprobs", "invalid_value", format!("'logprobs' must be between 0 and {MAX_TOP_LOGPROBS}, got {k}"))),
+        Some(k) => {
+            return Err(ApiError::invalid(
+                "logprobs",
+                "invalid_value",
+                format!("'logprobs' must be between 0 and {MAX_TOP_LOGPROBS}, got {k}"),
+            ))
+        }
     };
     let as_ids = b.return_tokens_as_token_ids.unwrap_or(false);
     let (n, _) = st.next_response();
@@ -218,7 +224,11 @@ async fn run(st: Arc<AppState>, body: Result<Bytes, BytesRejection>) -> Result<R
             token_ids: with_ids.then_some(&s.tokens[..]),
             prompt_token_ids: with_ids.then_some(&prompt_ids[..]),
         }],
-        usage: Usage { prompt_tokens: prompt_ids.len(), completion_tokens: s.tokens.len(), total_tokens: prompt_ids.len() + s.tokens.len() },
+        usage: Usage {
+            prompt_tokens: prompt_ids.len(),
+            completion_tokens: s.tokens.len(),
+            total_tokens: prompt_ids.len() + s.tokens.len(),
+        },
     };
     let bytes = serde_json::to_vec(&out).unwrap_or_default();
     Ok(json_response(StatusCode::OK, Bytes::from(bytes)))

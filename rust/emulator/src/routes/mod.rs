@@ -38,7 +38,12 @@ async fn fallback() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", Some("method_not_allowed"), "Method not allowed on this endpoint")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        Some("method_not_allowed"),
+        "Method not allowed on this endpoint",
+    )
 }
 
 /// A route's one path parameter, as text. A parameter that is not UTF-8 names nothing: it gets

@@ -1,8 +1,8 @@
 //! `GET /v1/models`, `GET /v1/models/{id}`.
+use super::PathParam;
 use crate::error::{json_value, ApiError};
 use crate::state::AppState;
 use axum::body::Body;
-use super::PathParam;
 use axum::extract::State;
 use axum::http::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -20,8 +20,13 @@ pub async fn list(State(st): State<Arc<AppState>>) -> Response<Body> {
 pub async fn get(State(st): State<Arc<AppState>>, PathParam(id): PathParam) -> Response<Body> {
     match st.model(&id) {
         Some(m) => json_value(StatusCode::OK, &model_obj(&m)),
-        None => ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", Some("model_not_found"), format!("The model '{id}' does not exist"))
-            .with_param("model")
-            .into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("model_not_found"),
+            format!("The model '{id}' does not exist"),
+        )
+        .with_param("model")
+        .into_response(),
     }
 }

@@ -1,4 +1,5 @@
 //! `POST /v1/responses`, `GET|DELETE /v1/responses/{id}`, `POST /v1/responses/{id}/cancel`.
+use super::PathParam;
 use crate::error::{json_response, ApiError};
 use crate::faults;
 use crate::jobs::{self, Job};
@@ -11,7 +12,6 @@ use crate::store::{Head, Reserve, Status, View};
 use crate::validate;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use super::PathParam;
 use axum::extract::State;
 use axum::http::{HeaderMap, Response, StatusCode};
 use std::sync::Arc;

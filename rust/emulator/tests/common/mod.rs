@@ -46,8 +46,7 @@ impl Api {
     }
 
     pub async fn post_key(&self, path: &str, body: &Value, key: &str) -> Resp {
-        self.send(self.c.post(format!("{}{}", self.base, path)).bearer_auth(KEY).header("Idempotency-Key", key).json(body))
-            .await
+        self.send(self.c.post(format!("{}{}", self.base, path)).bearer_auth(KEY).header("Idempotency-Key", key).json(body)).await
     }
 
     pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> Resp {
