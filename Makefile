@@ -13,7 +13,7 @@ RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml pypro
 demo: build
 	$(PY) -m sail_lite demo
 
-test: test-rust test-python
+test: lint test-rust test-python
 
 test-rust:
 	$(CARGO) test --workspace --release
