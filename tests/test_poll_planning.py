@@ -47,7 +47,9 @@ def test_requests_per_sample_are_few_once_warm():
         after = sail_lite.engine_metrics()
         assert all(r.tokens for r in warm)
         per_sample = _requests(before, after) / 48
-        assert per_sample <= 8, f"{per_sample:.1f} requests per sample once warm"
+        # ~6 on a quiet machine (BENCHMARKS.md); a loaded 2-core VM measured 12. The bound is
+        # generous on purpose: the fixed geometric schedule it replaced made ~50.
+        assert per_sample <= 20, f"{per_sample:.1f} requests per sample once warm"
         stats = emu.stats()
         # The server saw the same: a create plus a few polls per sample, each completion seen.
         assert stats["creates"] == 48

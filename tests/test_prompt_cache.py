@@ -104,7 +104,7 @@ def test_an_explicit_key_per_submit_overrides_the_completers(emu):
     async def submit_all(completer, key):
         loop = asyncio.get_running_loop()
         bridge = _bridge.bridge_for(loop)
-        futures = [bridge.submit(loop, completer._client, p, 4, None, None, prompt_cache_key=key)[1] for p in prompts]
+        futures = [bridge.submit(loop, completer._client, completer._redactor, p, 4, None, None, prompt_cache_key=key)[1] for p in prompts]
         return await asyncio.gather(*futures)
 
     with WireRecorder(emu.base_url) as wire:
@@ -149,7 +149,7 @@ def test_a_bad_key_per_submit_is_a_named_error_before_any_request(emu, bad):
 
     async def go():
         loop = asyncio.get_running_loop()
-        _bridge.bridge_for(loop).submit(loop, completer._client, [1, 2, 3], 4, None, None, prompt_cache_key=bad)
+        _bridge.bridge_for(loop).submit(loop, completer._client, completer._redactor, [1, 2, 3], 4, None, None, prompt_cache_key=bad)
 
     with pytest.raises(SailArgumentError) as info:
         asyncio.run(go())

@@ -649,6 +649,7 @@ mod tests {
                 top_p: 1.0,
                 request_logprobs: true,
                 metadata: BTreeMap::new(),
+                prompt_cache: crate::request_body::PromptCacheKey::Automatic,
             },
             completion_window: "priority".into(),
             attempt_timeout: None,
@@ -708,6 +709,7 @@ mod tests {
         let status = |status, should_retry| AttemptFailure::Status {
             status,
             code: Some("busy".into()),
+            error_type: None,
             message: "try later".into(),
             retry_after: Some(Duration::from_secs(1)),
             should_retry,
