@@ -59,7 +59,8 @@ class PollScript:
 def fuzz_rig():
     script = PollScript()
     with ScriptedServer(sail_script(script.poll)) as server:
-        completer = sail_completer(base_url=server.base_url, api_key="sk-fuzz", max_retries=0, timeout=5, poll_timeout=10)
+        # poll_timeout is generous: a cold poll plan (nothing learned yet) waits seconds per poll.
+        completer = sail_completer(base_url=server.base_url, api_key="sk-fuzz", max_retries=0, timeout=5, poll_timeout=60)
         loop = asyncio.new_event_loop()
         try:
             yield script, completer, loop
@@ -71,7 +72,7 @@ def run_case(rig, case: Case) -> None:
     script, completer, loop = rig
     script.case = case
     try:
-        result: Any = loop.run_until_complete(asyncio.wait_for(completer([1, 2, 3]), 15))
+        result: Any = loop.run_until_complete(asyncio.wait_for(completer([1, 2, 3]), 90))
     except sail_lite.SailError as exc:
         result = exc
     kind = case.expect[0]
