@@ -14,8 +14,9 @@ from sail_lite.errors import SailArgumentError
 
 MODEL = "sail-lite/byte-ngram"
 PROMPT = tinker.ModelInput.from_ints(list(b"The weather today is"))
-# Sail's priority shape (lognormal around the window's turn time), compressed to ~0.4 s.
-LATENCY = {"distribution": "lognormal", "sigma": 0.1, "windows": {"priority": 0.4}, "in_progress_fraction": 0.0}
+# Sail's priority shape (lognormal around the window's turn time), compressed to ~1 s: long enough
+# that a loaded machine's scheduling jitter (tens of ms) stays small beside a 5% overshoot target.
+LATENCY = {"distribution": "lognormal", "sigma": 0.1, "windows": {"priority": 1.0}, "in_progress_fraction": 0.0}
 
 
 def _completer(emu: Emulator, **kw) -> sail_lite.SailTokenCompleter:
@@ -51,9 +52,10 @@ def test_requests_per_sample_are_few_once_warm():
         # generous on purpose: the fixed geometric schedule it replaced made ~50.
         assert per_sample <= 20, f"{per_sample:.1f} requests per sample once warm"
         stats = emu.stats()
-        # The server saw the same: a create plus a few polls per sample, each completion seen.
+        # The server saw what the engine counted: one create per sample and the same polls, each
+        # completion seen once.
         assert stats["creates"] == 48
-        assert stats["polls"] <= 7 * 48, stats["polls"]
+        assert stats["polls"] == after["polls"] - before["polls"]
         assert stats["poll_lateness"]["count"] == 48
 
 
