@@ -340,9 +340,12 @@ def completed_body(response_id: str, tokens: list[int], logprobs: list[float] | 
     }
 
 
-def sail_script(poll_bodies: Callable[[str, int], Reply]) -> Callable[[Request], Reply]:
+def sail_script(poll_bodies: Callable[[str, int], Reply], poll_after_ms: int | None = None) -> Callable[[Request], Reply]:
     """A ``respond`` function speaking Sail's protocol: creates answer 202 with a fresh id,
-    polls answer ``poll_bodies(response_id, poll_number)``, cancels answer 200."""
+    polls answer ``poll_bodies(response_id, poll_number)``, cancels answer 200.
+    ``poll_after_ms``: creates carry that poll-after hint (``retry-after-ms``), so the first poll
+    does not wait where a cold poll plan would put it."""
+    create_headers = {} if poll_after_ms is None else {"retry-after-ms": str(poll_after_ms)}
     counter = iter(range(1, 1 << 62))
     polls: dict[str, int] = {}
     lock = threading.Lock()
@@ -350,7 +353,7 @@ def sail_script(poll_bodies: Callable[[str, int], Reply]) -> Callable[[Request],
     def respond(request: Request) -> Reply:
         path = request.path.split("?")[0]
         if request.method == "POST" and path == "/v1/responses":
-            return Reply.json(202, queued_body(f"resp_{next(counter)}"))
+            return Reply.json(202, queued_body(f"resp_{next(counter)}"), headers=create_headers)
         if request.method == "POST" and path.endswith("/cancel"):
             return Reply.json(200, {"id": path.split("/")[3], "status": "cancelled"})
         if request.method == "GET" and path.startswith("/v1/responses/"):

@@ -51,15 +51,17 @@ class PollScript:
         if number == 1:
             with self.lock:
                 case = self.case
-            return Reply(200, case.body, content_type=case.content_type)
+            # Poll-after hints (here and on the create), as Sail may send on a pending response:
+            # polls come at once instead of where the learned (or prior, ~60 s for priority)
+            # service-time distribution would place them.
+            return Reply(200, case.body, content_type=case.content_type, headers={"retry-after-ms": "5"})
         return Reply.json(200, completed_body(response_id, SENTINEL_TOKENS, SENTINEL_LOGPROBS))
 
 
 @pytest.fixture(scope="module")
 def fuzz_rig():
     script = PollScript()
-    with ScriptedServer(sail_script(script.poll)) as server:
-        # poll_timeout is generous: a cold poll plan (nothing learned yet) waits seconds per poll.
+    with ScriptedServer(sail_script(script.poll, poll_after_ms=5)) as server:
         completer = sail_completer(base_url=server.base_url, api_key="sk-fuzz", max_retries=0, timeout=5, poll_timeout=60)
         loop = asyncio.new_event_loop()
         try:
