@@ -130,6 +130,24 @@ def realtime() -> list[Scenario]:
     return out
 
 
+TRANSPORT_CLIENTS = ["sail-lite", "sail-lite-hyper"]
+
+
+def transport() -> list[Scenario]:
+    """The transport comparison (`make -C benches transport`): sail-lite over its hand-written HTTP/1.1
+    framing against the same engine over hyper's client, in one run, alternating per rep, at
+    latency 0 (both servers) and at a Sail-like time scale."""
+    return [
+        Scenario("tr-throughput", "throughput", "latency 0, Rust emulator", TRANSPORT_CLIENTS,
+                 n=20_000, concurrency=1_000, warmup=1_000, max_seconds=20, reps=5),
+        Scenario("tr-throughput-slow-server", "throughput", "latency 0, slow Python server", TRANSPORT_CLIENTS,
+                 n=5_000, concurrency=1_000, warmup=1_000, max_seconds=20, reps=5, server="slow"),
+        Scenario("tr-priority-warm", "scale", "priority-like (median 3 s), 1,000 in flight, warm", TRANSPORT_CLIENTS,
+                 n=1_000, latency=sail_like_latency(60.0, 0.05), max_seconds=60, reps=3, sample_interval=0.1,
+                 warmup=512, warmup_seconds=8.0),
+    ]
+
+
 def quick() -> list[Scenario]:
     return [
         Scenario("throughput", "throughput", "Throughput and client CPU", ALL_CLIENTS,

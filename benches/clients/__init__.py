@@ -14,6 +14,7 @@ from typing import Any, Awaitable, Callable
 # name -> (module, what it is, as the tables say it)
 CLIENTS: dict[str, tuple[str, str]] = {
     "sail-lite": ("clients.sail_lite_responses", "sail-lite SailTokenCompleter"),
+    "sail-lite-hyper": ("clients.sail_lite_hyper", "sail-lite SailTokenCompleter over hyper's HTTP/1.1 client"),
     "sail-lite-completions": ("clients.sail_lite_completions", "sail-lite OpenAICompatibleTokenCompleter (/v1/completions)"),
     "sail-sdk": ("clients.sail_sdk", "official Sail SDK 0.17.1 SailTokenCompleter"),
     "openai-sdk": ("clients.openai_sdk", "OpenAI Python SDK, responses.create(background) + retrieve"),

@@ -43,20 +43,19 @@ pub enum SendError {
     InvalidRequest(String),
 }
 
-/// One origin's connections.
-pub struct Http1Pool {
+/// How to open a connection to one origin: TCP, then TLS for https. Shared by this module's
+/// pool and the hyper-based one `transport` can measure against it.
+pub struct Connector {
     host: String,
     port: u16,
     tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
-    /// `host` header plus the fixed headers every request carries, pre-rendered.
-    host_line: String,
-    idle: Mutex<Vec<(Conn, Instant)>>,
-    max_idle: usize,
+    /// `host:port` as the `host` header carries it.
+    pub authority: String,
 }
 
-impl Http1Pool {
-    /// A pool for `url`'s origin (http or https), trusting the roots `tls` names.
-    pub fn new(url: &reqwest::Url, tls: Arc<rustls::ClientConfig>, max_idle: usize) -> Result<Http1Pool, String> {
+impl Connector {
+    /// A connector for `url`'s origin (http or https), trusting the roots `tls` names.
+    pub fn new(url: &reqwest::Url, tls: Arc<rustls::ClientConfig>) -> Result<Connector, String> {
         let host = match url.host() {
             Some(url::Host::Domain(d)) => d.to_string(),
             Some(url::Host::Ipv4(a)) => a.to_string(),
@@ -78,8 +77,45 @@ impl Http1Pool {
             (Some(h), None) => h.to_string(),
             (None, _) => unreachable!("checked above"),
         };
-        let host_line = format!("host: {authority}\r\nuser-agent: sail-lite/{}\r\n", env!("CARGO_PKG_VERSION"));
-        Ok(Http1Pool { host, port, tls, host_line, idle: Mutex::new(Vec::new()), max_idle })
+        Ok(Connector { host, port, tls, authority })
+    }
+
+    /// A fresh connection, TLS-wrapped for https.
+    pub async fn connect(&self) -> Result<Stream, SendError> {
+        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((self.host.as_str(), self.port))).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => return Err(SendError::Connect(format!("could not connect to {}:{}: {e}", self.host, self.port))),
+            Err(_) => return Err(SendError::Connect(format!("connecting to {}:{} timed out", self.host, self.port))),
+        };
+        // Requests are written whole; waiting to coalesce them would only add latency.
+        let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            None => Ok(Stream::Plain(tcp)),
+            Some((connector, name)) => match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), tcp)).await {
+                Ok(Ok(tls)) => Ok(Stream::Tls(Box::new(tls))),
+                Ok(Err(e)) if is_certificate_error(&e) => Err(SendError::Certificate(format!("{}: {e}", self.host))),
+                Ok(Err(e)) => Err(SendError::Connect(format!("TLS handshake with {} failed: {e}", self.host))),
+                Err(_) => Err(SendError::Connect(format!("TLS handshake with {} timed out", self.host))),
+            },
+        }
+    }
+}
+
+/// One origin's connections.
+pub struct Http1Pool {
+    connector: Connector,
+    /// `host` header plus the fixed headers every request carries, pre-rendered.
+    host_line: String,
+    idle: Mutex<Vec<(Conn, Instant)>>,
+    max_idle: usize,
+}
+
+impl Http1Pool {
+    /// A pool for `url`'s origin (http or https), trusting the roots `tls` names.
+    pub fn new(url: &reqwest::Url, tls: Arc<rustls::ClientConfig>, max_idle: usize) -> Result<Http1Pool, String> {
+        let connector = Connector::new(url, tls)?;
+        let host_line = format!("host: {}\r\nuser-agent: sail-lite/{}\r\n", connector.authority, env!("CARGO_PKG_VERSION"));
+        Ok(Http1Pool { connector, host_line, idle: Mutex::new(Vec::new()), max_idle })
     }
 
     /// Send one request and read its whole answer. `headers`: blocks of extra header lines,
@@ -177,22 +213,7 @@ impl Http1Pool {
     }
 
     async fn connect(&self) -> Result<Conn, SendError> {
-        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((self.host.as_str(), self.port))).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => return Err(SendError::Connect(format!("could not connect to {}:{}: {e}", self.host, self.port))),
-            Err(_) => return Err(SendError::Connect(format!("connecting to {}:{} timed out", self.host, self.port))),
-        };
-        // Requests are written whole; waiting to coalesce them would only add latency.
-        let _ = tcp.set_nodelay(true);
-        let stream = match &self.tls {
-            None => Stream::Plain(tcp),
-            Some((connector, name)) => match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), tcp)).await {
-                Ok(Ok(tls)) => Stream::Tls(Box::new(tls)),
-                Ok(Err(e)) if is_certificate_error(&e) => return Err(SendError::Certificate(format!("{}: {e}", self.host))),
-                Ok(Err(e)) => return Err(SendError::Connect(format!("TLS handshake with {} failed: {e}", self.host))),
-                Err(_) => return Err(SendError::Connect(format!("TLS handshake with {} timed out", self.host))),
-            },
-        };
+        let stream = self.connector.connect().await?;
         Ok(Conn { stream, buf: Vec::with_capacity(8 * 1024) })
     }
 }
@@ -206,7 +227,7 @@ pub fn is_certificate_rejection(e: &rustls::Error) -> bool {
     matches!(e, rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
 }
 
-enum Stream {
+pub enum Stream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod exit_cancel;
 pub mod http1;
 pub mod hub;
+pub mod hyper_pool;
 pub mod poll_planner;
 pub mod request_body;
 pub mod retry;

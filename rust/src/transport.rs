@@ -6,9 +6,14 @@
 //! the lean `http1` client, or reqwest when the environment names a proxy (reqwest applies
 //! the proxy variables and NO_PROXY; `http1` does not implement proxies). Callers see one
 //! request type, one answer type and one error type whichever route carries them.
+//!
+//! `SAIL_LITE_HTTP_CLIENT=hyper` routes direct requests through hyper's own HTTP/1.1 client
+//! (`hyper_pool`) instead of `http1`: kept so the benchmark that chose `http1` can be re-run
+//! from this code (BENCHMARKS.md, "Transport"), not as a user setting.
 
 use crate::engine::HttpClientKey;
 use crate::http1::{self, Http1Pool};
+use crate::hyper_pool::{HyperPool, HyperRequest};
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use rustls::pki_types::{pem::PemObject, CertificateDer};
@@ -93,6 +98,7 @@ pub struct Request<'a> {
 
 enum Route {
     Direct(Arc<Http1Pool>),
+    Hyper(HyperPool),
     Proxied(reqwest::Client),
 }
 
@@ -124,6 +130,8 @@ impl Transport {
                 .build()
                 .map_err(|e| format!("could not build the HTTP client: {e}"))?;
             Route::Proxied(client)
+        } else if std::env::var("SAIL_LITE_HTTP_CLIENT").is_ok_and(|v| v == "hyper") {
+            Route::Hyper(HyperPool::new(&origin, tls, key.max_connections)?)
         } else {
             let pool = Arc::new(Http1Pool::new(&origin, tls, key.max_connections)?);
             Http1Pool::start_reaper(&pool, runtime);
@@ -148,6 +156,7 @@ impl Transport {
         let sent = async {
             match &self.route {
                 Route::Direct(pool) => send_direct(pool, req).await,
+                Route::Hyper(pool) => send_hyper(pool, req).await,
                 Route::Proxied(client) => send_proxied(client, req).await,
             }
         };
@@ -167,12 +176,34 @@ async fn send_direct(pool: &Http1Pool, req: Request<'_>) -> Result<Response, Sen
     let key_line = req.idempotency_key.map(|k| format!("idempotency-key: {k}\r\n")).unwrap_or_default();
     let headers = [req.headers.lines.as_slice(), key_line.as_bytes()];
     let body = req.body.as_deref().unwrap_or_default();
-    pool.send(req.method.as_str(), &target, &headers, body, req.may_resend).await.map_err(|e| match e {
-        http1::SendError::Connect(m) => SendError::Connect(m),
-        http1::SendError::Certificate(m) => SendError::Certificate(m),
-        http1::SendError::Transport(m) => SendError::Transport { timeout: false, message: m },
-        http1::SendError::Protocol(m) | http1::SendError::InvalidRequest(m) => SendError::Protocol(m),
-    })
+    pool.send(req.method.as_str(), &target, &headers, body, req.may_resend).await.map_err(SendError::from)
+}
+
+impl From<http1::SendError> for SendError {
+    fn from(e: http1::SendError) -> SendError {
+        match e {
+            http1::SendError::Connect(m) => SendError::Connect(m),
+            http1::SendError::Certificate(m) => SendError::Certificate(m),
+            http1::SendError::Transport(m) => SendError::Transport { timeout: false, message: m },
+            http1::SendError::Protocol(m) | http1::SendError::InvalidRequest(m) => SendError::Protocol(m),
+        }
+    }
+}
+
+async fn send_hyper(pool: &HyperPool, req: Request<'_>) -> Result<Response, SendError> {
+    let target = match req.url.query() {
+        Some(q) => format!("{}?{q}", req.url.path()),
+        None => req.url.path().to_string(),
+    };
+    let request = HyperRequest {
+        method: &req.method,
+        target: &target,
+        headers: &req.headers.map,
+        idempotency_key: req.idempotency_key,
+        body: req.body.unwrap_or_default(),
+        safe_to_resend: req.may_resend,
+    };
+    pool.send(request).await.map_err(SendError::from)
 }
 
 async fn send_proxied(client: &reqwest::Client, req: Request<'_>) -> Result<Response, SendError> {
