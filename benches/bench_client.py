@@ -138,10 +138,11 @@ async def measure(spec: dict[str, Any], prompts: list[Any]) -> dict[str, Any]:
     )
     client = await open_client(spec["client"], cfg)
     scenario = spec["scenario"]
+    warmup = workload.RunLog()
     if spec.get("warmup"):
         # Connection pools grown, code paths warm, runtimes built: steady state is what's measured.
         await workload.run_bounded(client.sample, prompts, spec["warmup"], min(spec["concurrency"], WARMUP_CONCURRENCY),
-                                   spec.get("warmup_seconds", WARMUP_SECONDS), workload.RunLog())
+                                   spec.get("warmup_seconds", WARMUP_SECONDS), warmup)
     emulator_stats(spec["base_url"], reset=True)
 
     m = Measurement(spec)
@@ -158,6 +159,8 @@ async def measure(spec: dict[str, Any], prompts: list[Any]) -> dict[str, Any]:
             raise ValueError(f"unknown scenario {scenario!r}")
     disarm.set()
     result = m.result()
+    result["warmup_succeeded"] = warmup.succeeded
+    result["warmup_wall_seconds"] = warmup.wall_seconds
     await client.aclose()
     return result
 
