@@ -5,7 +5,7 @@ use crate::decode::{self, PollOutcome};
 use crate::engine::{Engine, HttpPool, Metrics};
 use crate::exit_cancel;
 use crate::hub::{Completion, Event, Hub, SampleOutput, SampleStats, DEBUG, INFO};
-use crate::poll_planner::PollPlanner;
+use crate::poll_planner::{poll_phase, PollPlanner};
 use crate::request_body::{self, SamplingDefaults, Stop};
 use crate::retry::{self, RetryPolicy};
 use crate::sample_error::{ErrorKind, SampleError};
@@ -441,7 +441,7 @@ impl Ctx {
             // samples' completions may have moved the estimate meanwhile (a cohort finishes together).
             let (planned_from, hint) = (created_at.elapsed(), self.poll_hint.take());
             loop {
-                let poll_at = sampler.config.poll.next_poll(planned_from, hint);
+                let poll_at = sampler.config.poll.next_poll(planned_from, hint, poll_phase(self.request_id, self.stats.polls));
                 let now = created_at.elapsed();
                 if poll_at <= now {
                     break;
