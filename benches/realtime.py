@@ -36,6 +36,8 @@ def row(result: dict[str, Any]) -> dict[str, Any]:
         "mean_service_seconds": lateness.get("mean_service_seconds"),
         "server_requests_per_second": server.get("requests_total", 0) / wall if wall else None,
         "wall_seconds": wall,
+        "peak_in_flight": result.get("peak_in_flight"),
+        "harness_cpu_us_per_sample": result.get("harness_cpu_us_per_sample"),
         "warmup_succeeded": result.get("warmup_succeeded"),
         "warmup_wall_seconds": result.get("warmup_wall_seconds"),
         # Completed responses by how many polls found them pending first, and those polls by
@@ -53,8 +55,10 @@ def histogram_line(r: dict[str, Any]) -> str:
     last = max(i for i, c in enumerate(counts) if c)
     early = sum(positions[:15]) / max(sum(counts), 1)
     warm = f" (after a warm-up of {r['warmup_succeeded']} samples)" if r.get("warmup_succeeded") else ""
-    return (f"{r['client']}{warm}: responses by pending polls first (0, 1, ...): {counts[:last + 1]}; "
-            f"pending polls before 0.75x the service time: {early:.2f} per response")
+    harness = r.get("harness_cpu_us_per_sample")
+    return (f"{r['client']}{warm}: peak in flight {r.get('peak_in_flight')}; responses by pending polls first (0, 1, ...): "
+            f"{counts[:last + 1]}; pending polls before 0.75x the service time: {early:.2f} per response"
+            + ("" if harness is None else f"; harness sampler CPU (not counted) {harness:.0f} µs/sample"))
 
 
 def markdown(report: dict[str, Any]) -> str:
