@@ -61,7 +61,9 @@ class Measurement:
 
     def result(self, cut_off: bool = False) -> dict[str, Any]:
         spec, log, peaks = self.spec, self.log, self.peaks
-        cpu = probes.cpu_seconds() - self.cpu0
+        # The client's CPU: the whole process's, less the harness's sampling thread.
+        harness_cpu = peaks.cpu_seconds
+        cpu = probes.cpu_seconds() - self.cpu0 - harness_cpu
         threads = {name: s - self.threads0.get(name, 0.0) for name, s in probes.thread_cpu_seconds().items()}
         emu_cpu = probes.process_cpu_seconds(spec["emulator_pid"]) - self.emu_cpu0
         server = emulator_stats(spec["base_url"])
@@ -81,6 +83,7 @@ class Measurement:
             "wall_seconds": wall,
             "samples_per_second": log.succeeded / wall if wall else None,
             "client_cpu_us_per_sample": cpu / started * 1e6,
+            "harness_cpu_us_per_sample": harness_cpu / started * 1e6,
             "emulator_cpu_us_per_sample": emu_cpu / started * 1e6,
             # Where the client's CPU went, by thread name (µs per sample; threads that ended are missing).
             "thread_cpu_us_per_sample": {k: round(v / started * 1e6, 1) for k, v in threads.items() if v > 0},
@@ -138,10 +141,12 @@ async def measure(spec: dict[str, Any], prompts: list[Any]) -> dict[str, Any]:
     )
     client = await open_client(spec["client"], cfg)
     scenario = spec["scenario"]
+    warmup = workload.RunLog()
     if spec.get("warmup"):
         # Connection pools grown, code paths warm, runtimes built: steady state is what's measured.
-        await workload.run_bounded(client.sample, prompts, spec["warmup"], min(spec["concurrency"], WARMUP_CONCURRENCY),
-                                   spec.get("warmup_seconds", WARMUP_SECONDS), workload.RunLog())
+        concurrency = min(spec["concurrency"], spec.get("warmup_concurrency", WARMUP_CONCURRENCY))
+        await workload.run_bounded(client.sample, prompts, spec["warmup"], concurrency,
+                                   spec.get("warmup_seconds", WARMUP_SECONDS), warmup)
     emulator_stats(spec["base_url"], reset=True)
 
     m = Measurement(spec)
@@ -158,6 +163,8 @@ async def measure(spec: dict[str, Any], prompts: list[Any]) -> dict[str, Any]:
             raise ValueError(f"unknown scenario {scenario!r}")
     disarm.set()
     result = m.result()
+    result["warmup_succeeded"] = warmup.succeeded
+    result["warmup_wall_seconds"] = warmup.wall_seconds
     await client.aclose()
     return result
 

@@ -6,6 +6,7 @@ each sample's service time as the emulator measured it, requests/s at the server
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -35,7 +36,29 @@ def row(result: dict[str, Any]) -> dict[str, Any]:
         "mean_service_seconds": lateness.get("mean_service_seconds"),
         "server_requests_per_second": server.get("requests_total", 0) / wall if wall else None,
         "wall_seconds": wall,
+        "peak_in_flight": result.get("peak_in_flight"),
+        "harness_cpu_us_per_sample": result.get("harness_cpu_us_per_sample"),
+        "warmup_succeeded": result.get("warmup_succeeded"),
+        "warmup_wall_seconds": result.get("warmup_wall_seconds"),
+        # Completed responses by how many polls found them pending first, and those polls by
+        # when they came (fraction of the service time, 0.05 bins): where the requests went.
+        "pending_polls_per_response": server.get("pending_polls_per_response"),
+        "pending_poll_position": server.get("pending_poll_position"),
     }
+
+
+def histogram_line(r: dict[str, Any]) -> str:
+    counts = r.get("pending_polls_per_response") or []
+    positions = r.get("pending_poll_position") or []
+    if not sum(counts):
+        return ""
+    last = max(i for i, c in enumerate(counts) if c)
+    early = sum(positions[:15]) / max(sum(counts), 1)
+    warm = f" (after a warm-up of {r['warmup_succeeded']} samples)" if r.get("warmup_succeeded") else ""
+    harness = r.get("harness_cpu_us_per_sample")
+    return (f"{r['client']}{warm}: peak in flight {r.get('peak_in_flight')}; responses by pending polls first (0, 1, ...): "
+            f"{counts[:last + 1]}; pending polls before 0.75x the service time: {early:.2f} per response"
+            + ("" if harness is None else f"; harness sampler CPU (not counted) {harness:.0f} µs/sample"))
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -51,12 +74,16 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {r['client']} | {r['succeeded']}{' (timed out)' if r['timed_out'] else ''} | {r['requests_per_sample']:.2f} | "
                          f"{cpu:.0f} | {pct(r['lateness_p50'])} | {pct(r['lateness_p99'])} | {0 if rps is None else rps:.0f} | {r['wall_seconds']:.1f} |")
         lines.append("")
+        notes = [line for line in map(histogram_line, sc["rows"]) if line]
+        if notes:
+            lines += [f"- {line}" for line in notes] + [""]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", nargs="*", help="scenario keys (default: all)")
+    parser.add_argument("--clients", nargs="*", help="of each scenario's clients, only these (default: all)")
     args = parser.parse_args()
     import sys
 
@@ -64,6 +91,8 @@ def main() -> None:
     for scenario in scenarios.realtime():
         if args.only and scenario.key not in args.only:
             continue
+        if args.clients:
+            scenario = dataclasses.replace(scenario, clients=[c for c in scenario.clients if c in args.clients])
         log(f"realtime: {scenario.key}")
         results = run_scenario(sys.executable, scenario)
         report["scenarios"][scenario.key] = {"title": scenario.title, "latency": scenario.latency, "n": scenario.n,

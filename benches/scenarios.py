@@ -55,6 +55,8 @@ class Scenario:
     # A latency distribution (the emulator's `latency` config) instead of `fixed_latency`.
     latency: dict[str, Any] | None = None
     warmup_seconds: float = 0.0
+    # Samples in flight during the warm-up (default: the client's pool size, WARMUP_CONCURRENCY).
+    warmup_concurrency: int = 0
     # "emulator" (the Rust one) or "slow" (benches/slow_sail_server.py, Python on aiohttp).
     server: str = "emulator"
 
@@ -81,6 +83,7 @@ class Scenario:
             "spacing": self.spacing,
             "sample_interval": self.sample_interval,
             **({"warmup_seconds": self.warmup_seconds} if self.warmup_seconds else {}),
+            **({"warmup_concurrency": self.warmup_concurrency} if self.warmup_concurrency else {}),
         }
 
 
@@ -127,6 +130,15 @@ def realtime() -> list[Scenario]:
         out.append(Scenario(f"rt-{name}-warm", "scale", f"{name}-like, {n:,} in flight, warm", REALTIME_CLIENTS,
                             n=n, latency=latency, max_seconds=limit, reps=1, sample_interval=0.1,
                             warmup=512, warmup_seconds=warm_s))
+    # 50,000 in flight: creating them takes sail-lite ~10 s on 2 loaded cores, so priority is
+    # compressed only 2x (median 30 s) for the creates to finish well before the completions.
+    # The warm-up is one wave of 512 at once (two waves of 256 would take ~70 s).
+    big50 = sail_like_latency(60.0, 0.5)
+    out.append(Scenario("rt-priority-50k-cold", "scale", "priority-like (median 30 s), 50,000 in flight, cold", REALTIME_CLIENTS,
+                        n=50_000, latency=big50, max_seconds=120, reps=1, sample_interval=0.5))
+    out.append(Scenario("rt-priority-50k-warm", "scale", "priority-like (median 30 s), 50,000 in flight, warm", REALTIME_CLIENTS,
+                        n=50_000, latency=big50, max_seconds=120, reps=1, sample_interval=0.5,
+                        warmup=512, warmup_seconds=45.0, warmup_concurrency=512))
     return out
 
 

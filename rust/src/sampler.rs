@@ -5,7 +5,7 @@ use crate::decode::{self, PollOutcome};
 use crate::engine::{Engine, HttpPool, Metrics};
 use crate::exit_cancel;
 use crate::hub::{Completion, Event, Hub, SampleOutput, SampleStats, DEBUG, INFO};
-use crate::poll_planner::PollPlanner;
+use crate::poll_planner::{poll_phase, PollPlanner};
 use crate::request_body::{self, SamplingDefaults, Stop};
 use crate::retry::{self, RetryPolicy};
 use crate::sample_error::{ErrorKind, SampleError};
@@ -441,12 +441,13 @@ impl Ctx {
             // samples' completions may have moved the estimate meanwhile (a cohort finishes together).
             let (planned_from, hint) = (created_at.elapsed(), self.poll_hint.take());
             loop {
-                let poll_at = sampler.config.poll.next_poll(planned_from, hint);
+                let poll_at = sampler.config.poll.next_poll(planned_from, hint, poll_phase(self.request_id, self.stats.polls));
                 let now = created_at.elapsed();
                 if poll_at <= now {
                     break;
                 }
                 let recheck = if hint.is_some() { poll_at - now } else { (poll_at - now).min(now.mul_f64(0.5).max(REPLAN_MIN_WAIT)) };
+                let recheck = if hint.is_some() { recheck } else { coalesced_wait(recheck, now, process_epoch().elapsed()) };
                 match self.sleep(recheck).await {
                     Ok(()) => {}
                     Err(abort) => {
@@ -628,6 +629,30 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 /// The shortest wait between re-plans of a pending sample (re-planning takes no request).
 const REPLAN_MIN_WAIT: Duration = Duration::from_millis(100);
 
+/// A waiting sample's wake-up is rounded up to a slot of absolute time shared by the process:
+/// a power of two milliseconds, at most this fraction of the sample's elapsed time (so at most
+/// that much added lateness). Samples whose plans differ a little (a cold cohort's spread
+/// polls) then wake, and poll, together instead of costing the runtime a thread wake-up each.
+const COALESCE_FRACTION: f64 = 0.0025;
+const COALESCE_MAX_SLOT_MS: f64 = 256.0;
+
+fn process_epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// `wait` from now, extended to the end of its slot; `since_epoch` is now on the shared clock.
+fn coalesced_wait(wait: Duration, elapsed: Duration, since_epoch: Duration) -> Duration {
+    let slot_ms = (elapsed.as_secs_f64() * COALESCE_FRACTION * 1e3).min(COALESCE_MAX_SLOT_MS);
+    if slot_ms < 2.0 {
+        return wait;
+    }
+    let slot = Duration::from_millis(1u64 << (slot_ms.log2().floor() as u32)).as_nanos();
+    let target = (since_epoch + wait).as_nanos();
+    let end = target.div_ceil(slot) * slot;
+    wait + Duration::from_nanos((end - target) as u64)
+}
+
 /// One key per logical sample, reused on every attempt of its create.
 fn new_idempotency_key() -> String {
     format!("sail-lite-{:032x}", rand::random::<u128>())
@@ -637,6 +662,28 @@ fn new_idempotency_key() -> String {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn wake_ups_share_slots_and_add_at_most_the_fraction() {
+        let ms = Duration::from_millis;
+        // Short waits (a slot under 2 ms) are left alone.
+        assert_eq!(coalesced_wait(ms(5), ms(300), ms(1234)), ms(5));
+        // 15 s elapsed: 32 ms slots; two samples 10 ms apart wake at the same instant.
+        let epoch_now = Duration::from_nanos(1_000_000_123);
+        let a = coalesced_wait(ms(100), Duration::from_secs(15), epoch_now);
+        let b = coalesced_wait(ms(110), Duration::from_secs(15), epoch_now);
+        assert_eq!(epoch_now + a, epoch_now + b);
+        for (wait, elapsed) in [(ms(100), 15_000), (ms(7), 3_000), (ms(2_000), 600_000), (ms(0), 40_000)] {
+            let elapsed = ms(elapsed);
+            let w = coalesced_wait(wait, elapsed, epoch_now);
+            assert!(w >= wait && w <= wait + elapsed.mul_f64(COALESCE_FRACTION), "{wait:?} at {elapsed:?}: {w:?}");
+            let slot_ms = (elapsed.as_secs_f64() * COALESCE_FRACTION * 1e3).min(COALESCE_MAX_SLOT_MS);
+            if slot_ms >= 2.0 {
+                let slot = 1_000_000u128 << (slot_ms.log2().floor() as u32);
+                assert_eq!((epoch_now + w).as_nanos() % slot, 0, "{wait:?} at {elapsed:?}: not on a slot");
+            }
+        }
+    }
 
     fn sampler(base_url: &str) -> Sampler {
         Sampler::new(SamplerConfig {

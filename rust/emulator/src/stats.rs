@@ -74,10 +74,18 @@ pub struct Stats {
     poll_lateness: Box<[Counter]>,
     /// Sum of the service times of those responses, in microseconds.
     service_micros: AtomicU64,
+    /// Completed responses by how many polls found them pending first (the last bin: that many or more).
+    pending_polls: Box<[Counter]>,
+    /// Those pending polls by when they came, as a fraction of the response's service time, in
+    /// bins of POSITION_BIN (the last bin: 0.95 or beyond; a pending poll comes before the service time ends).
+    poll_position: Box<[Counter]>,
 }
 
 const LATENESS_BIN: f64 = 0.001;
 const LATENESS_BINS: usize = 5001;
+const PENDING_POLL_BINS: usize = 65;
+const POSITION_BIN: f64 = 0.05;
+const POSITION_BINS: usize = 20;
 
 impl Default for Stats {
     fn default() -> Self {
@@ -108,6 +116,8 @@ impl Default for Stats {
             faults: Default::default(),
             poll_lateness: (0..LATENESS_BINS).map(|_| Counter::default()).collect(),
             service_micros: AtomicU64::new(0),
+            pending_polls: (0..PENDING_POLL_BINS).map(|_| Counter::default()).collect(),
+            poll_position: (0..POSITION_BINS).map(|_| Counter::default()).collect(),
         }
     }
 }
@@ -127,6 +137,15 @@ impl Stats {
         let bin = ((fraction.max(0.0) / LATENESS_BIN) as usize).min(LATENESS_BINS - 1);
         self.poll_lateness[bin].0.fetch_add(1, Relaxed);
         self.service_micros.fetch_add((service_seconds * 1e6) as u64, Relaxed);
+    }
+
+    /// A completed response was polled pending at these times (seconds since it was created).
+    pub fn record_polls_of_response(&self, pending_at: &[f32], service_seconds: f64) {
+        self.pending_polls[pending_at.len().min(PENDING_POLL_BINS - 1)].0.fetch_add(1, Relaxed);
+        for &t in pending_at {
+            let bin = ((t as f64 / service_seconds).max(0.0) / POSITION_BIN) as usize;
+            self.poll_position[bin.min(POSITION_BINS - 1)].0.fetch_add(1, Relaxed);
+        }
     }
 
     /// Count and quantiles (upper bin edges) of the recorded poll lateness.
@@ -190,6 +209,9 @@ impl Stats {
         for c in self.by_status.iter().chain(self.faults.iter()).chain(self.poll_lateness.iter()) {
             c.0.store(0, Relaxed);
         }
+        for c in self.pending_polls.iter().chain(self.poll_position.iter()) {
+            c.0.store(0, Relaxed);
+        }
         self.service_micros.store(0, Relaxed);
     }
 
@@ -238,6 +260,10 @@ impl Stats {
             "faults": faults,
             "faults_total": faults_total,
             "poll_lateness": self.poll_lateness_json(),
+            // Index i: completed responses polled pending i times first (last: that many or more).
+            "pending_polls_per_response": self.pending_polls.iter().map(Counter::get).collect::<Vec<_>>(),
+            // Index i: those pending polls at i*0.05 .. (i+1)*0.05 of the service time (last: 0.95 or beyond).
+            "pending_poll_position": self.poll_position.iter().map(Counter::get).collect::<Vec<_>>(),
         })
     }
 }

@@ -61,6 +61,8 @@ struct Entry {
     created: Instant,
     /// A poll has already been answered with the finished response.
     seen_final: bool,
+    /// When (since `created`) each poll before the finished one came, in seconds.
+    pending_polls: Vec<f32>,
 }
 
 /// What a reader gets: either the finished body or enough to render the current state.
@@ -82,6 +84,9 @@ pub enum Reserve {
 }
 
 type Shard<K, V> = Mutex<HashMap<K, V>>;
+
+/// Polls recorded per response for `polls_per_response` (more are counted in its last bin).
+const MAX_RECORDED_POLLS: usize = 256;
 
 pub struct Store {
     shards: Box<[Shard<u64, Entry>]>,
@@ -130,6 +135,7 @@ impl Store {
             idem_key: idem_key.map(Into::into),
             created: Instant::now(),
             seen_final: false,
+            pending_polls: Vec::new(),
         };
         self.shard(head.id).lock().insert(head.id, e);
     }
@@ -209,7 +215,10 @@ impl Store {
                     let service = done.duration_since(e.created).as_secs_f64();
                     if service > 0.0 {
                         self.stats.record_poll_lateness(done.elapsed().as_secs_f64() / service, service);
+                        self.stats.record_polls_of_response(&std::mem::take(&mut e.pending_polls), service);
                     }
+                } else if !e.status.is_final() && e.pending_polls.len() < MAX_RECORDED_POLLS {
+                    e.pending_polls.push(e.created.elapsed().as_secs_f32());
                 }
             }
         }
