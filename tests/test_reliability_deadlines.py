@@ -111,18 +111,24 @@ def test_poll_timeout_holds_when_a_poll_never_answers_and_cancels_server_side():
 def test_attempt_timeout_retries_a_hung_poll_then_succeeds():
     """The first poll hangs past ``timeout``; the retried poll is answered."""
     polls = []
+    retried, first_answered = threading.Event(), threading.Event()
+    seen = {}
 
     def poll(rid, number):
         polls.append(number)
         if number == 1:
-            time.sleep(2.0)
+            # Hang until the retry arrives (30 s only if the client never retries).
+            retried.wait(30)
+            first_answered.set()
+        else:
+            seen["first_still_hanging"] = not first_answered.is_set()
+            retried.set()
         return Reply.json(200, completed_body(rid, [7, 8], [-0.5, -0.5]))
 
-    with ScriptedServer(sail_script(poll)) as server:
+    # The poll-after hint puts the first poll right after the create, whatever the plan.
+    with ScriptedServer(sail_script(poll, poll_after_ms=5)) as server:
         completer = sail_completer(base_url=server.base_url, api_key="sk-test", timeout=0.3)
-        started = time.monotonic()
         sample = asyncio.run(completer(prompt_for(0)))
-        elapsed = time.monotonic() - started
     assert sample.tokens == [7, 8]
     assert polls[:2] == [1, 2]
-    assert elapsed < 2.0, "the hung poll was waited out instead of timed out"
+    assert seen["first_still_hanging"], "the hung poll was waited out instead of timed out"

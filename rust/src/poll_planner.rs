@@ -1,7 +1,9 @@
 //! When to poll a background response, planned from the service times learned so far.
 //!
 //! A response's service time (create answered -> completed) is learned online, per
-//! (origin, model, completion window) and process-wide, as a decaying log-spaced histogram.
+//! (origin, model, completion window) and per window process-wide (what a new origin or model
+//! starts from), as a decaying log-spaced histogram. The fallback is never shared across
+//! windows: a `priority` sample must not plan from `flex`'s hours.
 //! Observations are interval-censored: a response finished somewhere between the last poll
 //! that found it pending and the first that found it done, so each one spreads its weight over
 //! that interval. A wide interval (the first look, or polls a cold prior spaced far apart) is
@@ -23,7 +25,7 @@
 //! - Beyond the learned tail (`F(t) + SKIP_MASS > 1`), the geometric term alone remains, so an
 //!   outlier is still seen with bounded relative lateness.
 //!
-//! Cold (fewer than `WARM_OBSERVATIONS` completions for the key and process-wide), the estimate
+//! Cold (fewer than `WARM_OBSERVATIONS` completions for the key and for its window), the estimate
 //! is a prior at the window's documented scale (priority ~1 min, standard ~5 min, ...) with a
 //! thin log-uniform head down to 1/64 of it, and the ratio is `1 + 3.6 * overhead`; the prior's
 //! weight quarters with every completion, so a compressed time scale (the emulator in tests) is
@@ -275,7 +277,17 @@ pub fn poll_phase(sample: u64, polls: u32) -> f64 {
 struct Registry {
     pid: u32,
     by_key: Mutex<HashMap<String, Arc<Mutex<ServiceTimeModel>>>>,
-    global: Arc<Mutex<ServiceTimeModel>>,
+    /// Per window, every origin and model together.
+    by_window: Mutex<HashMap<String, Arc<Mutex<ServiceTimeModel>>>>,
+}
+
+/// The shared model for `key` in `models`, made from `window`'s prior on first use.
+fn shared_model(models: &Mutex<HashMap<String, Arc<Mutex<ServiceTimeModel>>>>, key: &str, window: &str) -> Arc<Mutex<ServiceTimeModel>> {
+    models
+        .lock()
+        .entry(key.to_string())
+        .or_insert_with(|| Arc::new(Mutex::new(ServiceTimeModel::with_prior(window_scale_seconds(window)))))
+        .clone()
 }
 
 static REGISTRY: AtomicPtr<Registry> = AtomicPtr::new(std::ptr::null_mut());
@@ -291,11 +303,7 @@ fn registry() -> &'static Registry {
             return r;
         }
     }
-    let fresh = Box::into_raw(Box::new(Registry {
-        pid,
-        by_key: Mutex::new(HashMap::new()),
-        global: Arc::new(Mutex::new(ServiceTimeModel::with_prior(window_scale_seconds("standard")))),
-    }));
+    let fresh = Box::into_raw(Box::new(Registry { pid, by_key: Mutex::new(HashMap::new()), by_window: Mutex::new(HashMap::new()) }));
     match REGISTRY.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => unsafe { &*fresh },
         Err(winner) => unsafe { &*winner },
@@ -324,19 +332,13 @@ impl PollPlanner {
     pub fn for_key(origin: &str, model: &str, window: &str, overhead: f64) -> PollPlanner {
         let reg = registry();
         let key = format!("{origin}\n{model}\n{window}");
-        let shared = reg
-            .by_key
-            .lock()
-            .entry(key.clone())
-            .or_insert_with(|| Arc::new(Mutex::new(ServiceTimeModel::with_prior(window_scale_seconds(window)))))
-            .clone();
         PollPlanner {
             overhead: overhead.clamp(1e-4, 10.0),
             pid: reg.pid,
+            model: shared_model(&reg.by_key, &key, window),
+            global: shared_model(&reg.by_window, window, window),
             key,
             window: window.to_string(),
-            model: shared,
-            global: reg.global.clone(),
         }
     }
 
@@ -581,6 +583,23 @@ mod tests {
         // b learned ~2 s from a: its first poll comes near 2 s, not at the 5-minute prior.
         let first = b.next_poll(Duration::ZERO, None, 0.5).as_secs_f64();
         assert!((1.0..2.1).contains(&first), "{first}");
+    }
+
+    #[test]
+    fn a_new_origin_starts_from_its_window_and_never_from_another_window() {
+        // Window names no other test uses (both get the default prior).
+        let learned = PollPlanner::for_key("http://127.0.0.1:3", "m-fallback", "test-window-slow", 0.05);
+        for _ in 0..20 {
+            learned.observe(Duration::from_secs(990), Duration::from_secs(1000));
+        }
+        // Another origin, same window: it starts from what the window learned (~1,000 s).
+        let same_window = PollPlanner::for_key("http://127.0.0.1:4", "m-fallback", "test-window-slow", 0.05);
+        let borrowed = same_window.next_poll(Duration::ZERO, None, 0.5).as_secs_f64();
+        assert!(borrowed > 500.0, "{borrowed}");
+        // Another window: its own prior (5 minutes, first poll seconds in), not the 1,000 s.
+        let other_window = PollPlanner::for_key("http://127.0.0.1:4", "m-fallback", "test-window-fast", 0.05);
+        let own = other_window.next_poll(Duration::ZERO, None, 0.5).as_secs_f64();
+        assert!(own < 100.0, "{own}");
     }
 
     #[test]
