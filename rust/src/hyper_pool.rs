@@ -6,7 +6,7 @@
 //! when a reused one turns out closed before any answer.
 
 use crate::http1::{Connector, SendError, MAX_BODY_BYTES};
-use crate::transport::{Response, IDLE_TIMEOUT};
+use crate::transport::{retry_hints, Response, IDLE_TIMEOUT};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::{handshake, SendRequest};
@@ -41,6 +41,15 @@ enum Failure {
     Answered(SendError),
 }
 
+impl Failure {
+    fn into_send_error(self) -> SendError {
+        match self {
+            Failure::Unanswered(m) => SendError::Transport(m),
+            Failure::Answered(e) => e,
+        }
+    }
+}
+
 impl HyperPool {
     pub fn new(url: &reqwest::Url, tls: Arc<rustls::ClientConfig>, max_idle: usize) -> Result<HyperPool, String> {
         Ok(HyperPool { connector: Connector::new(url, tls)?, idle: Mutex::new(Vec::new()), max_idle })
@@ -58,17 +67,11 @@ impl HyperPool {
             }
             Err(Failure::Unanswered(_)) if reused && req.safe_to_resend => {
                 let mut fresh = self.connect().await?;
-                match exchange(&mut fresh, self.build(&req)?).await {
-                    Ok(response) => {
-                        self.checkin(fresh);
-                        Ok(response)
-                    }
-                    Err(Failure::Unanswered(m)) => Err(SendError::Transport(m)),
-                    Err(Failure::Answered(e)) => Err(e),
-                }
+                let response = exchange(&mut fresh, self.build(&req)?).await.map_err(Failure::into_send_error)?;
+                self.checkin(fresh);
+                Ok(response)
             }
-            Err(Failure::Unanswered(m)) => Err(SendError::Transport(m)),
-            Err(Failure::Answered(e)) => Err(e),
+            Err(failure) => Err(failure.into_send_error()),
         }
     }
 
@@ -137,9 +140,7 @@ async fn exchange(sender: &mut Sender, request: hyper::Request<Full<Bytes>>) -> 
         }
     })?;
     let status = response.status().as_u16();
-    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let (retry_after_ms, retry_after) = (header("retry-after-ms"), header("retry-after"));
-    let should_retry = header("x-should-retry").as_deref().and_then(crate::retry::parse_should_retry);
+    let (retry_after_ms, retry_after, should_retry) = retry_hints(response.headers());
     let body = match Limited::new(response.into_body(), MAX_BODY_BYTES).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {

@@ -446,8 +446,10 @@ impl Ctx {
                 if poll_at <= now {
                     break;
                 }
-                let recheck = if hint.is_some() { poll_at - now } else { (poll_at - now).min(now.mul_f64(0.5).max(REPLAN_MIN_WAIT)) };
-                let recheck = if hint.is_some() { recheck } else { coalesced_wait(recheck, now, process_epoch().elapsed()) };
+                let recheck = match hint {
+                    Some(_) => poll_at - now,
+                    None => coalesced_wait((poll_at - now).min(now.mul_f64(0.5).max(REPLAN_MIN_WAIT)), now, process_epoch().elapsed()),
+                };
                 match self.sleep(recheck).await {
                     Ok(()) => {}
                     Err(abort) => {

@@ -168,11 +168,24 @@ impl Transport {
     }
 }
 
+/// Path and query: what the request line names (both direct routes send to their pool's origin).
+fn request_target(url: &reqwest::Url) -> String {
+    match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    }
+}
+
+/// The retry hints of an answer's headers: `retry-after-ms`, `retry-after`, `x-should-retry`
+/// (for the routes whose client parses headers into a map; `http1` reads them while parsing).
+pub fn retry_hints(headers: &HeaderMap) -> (Option<String>, Option<String>, Option<bool>) {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let should_retry = header("x-should-retry").as_deref().and_then(crate::retry::parse_should_retry);
+    (header("retry-after-ms"), header("retry-after"), should_retry)
+}
+
 async fn send_direct(pool: &Http1Pool, req: Request<'_>) -> Result<Response, SendError> {
-    let target = match req.url.query() {
-        Some(q) => format!("{}?{q}", req.url.path()),
-        None => req.url.path().to_string(),
-    };
+    let target = request_target(req.url);
     let key_line = req.idempotency_key.map(|k| format!("idempotency-key: {k}\r\n")).unwrap_or_default();
     let headers = [req.headers.lines.as_slice(), key_line.as_bytes()];
     let body = req.body.as_deref().unwrap_or_default();
@@ -191,10 +204,7 @@ impl From<http1::SendError> for SendError {
 }
 
 async fn send_hyper(pool: &HyperPool, req: Request<'_>) -> Result<Response, SendError> {
-    let target = match req.url.query() {
-        Some(q) => format!("{}?{q}", req.url.path()),
-        None => req.url.path().to_string(),
-    };
+    let target = request_target(req.url);
     let request = HyperRequest {
         method: &req.method,
         target: &target,
@@ -221,9 +231,7 @@ async fn send_proxied(client: &reqwest::Client, req: Request<'_>) -> Result<Resp
         Err(e) => return Err(SendError::Transport { timeout: e.is_timeout(), message: describe_reqwest_error(&e) }),
     };
     let status = resp.status().as_u16();
-    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let (retry_after_ms, retry_after) = (header("retry-after-ms"), header("retry-after"));
-    let should_retry = header("x-should-retry").as_deref().and_then(crate::retry::parse_should_retry);
+    let (retry_after_ms, retry_after, should_retry) = retry_hints(resp.headers());
     if resp.content_length().is_some_and(|n| n > http1::MAX_BODY_BYTES as u64) {
         return Err(SendError::Protocol("the response body is larger than 256 MiB".into()));
     }
