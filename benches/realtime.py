@@ -7,15 +7,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import time
-from pathlib import Path
 from typing import Any
 
 import scenarios
-from runner import log, run_scenario
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from runner import run_suite
 
 
 def row(result: dict[str, Any]) -> dict[str, Any]:
@@ -85,22 +80,15 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="scenario keys (default: all)")
     parser.add_argument("--clients", nargs="*", help="of each scenario's clients, only these (default: all)")
     args = parser.parse_args()
-    import sys
+    suite = scenarios.realtime()
+    if args.clients:
+        suite = [dataclasses.replace(sc, clients=[c for c in sc.clients if c in args.clients]) for sc in suite]
 
-    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "scenarios": {}}
-    for scenario in scenarios.realtime():
-        if args.only and scenario.key not in args.only:
-            continue
-        if args.clients:
-            scenario = dataclasses.replace(scenario, clients=[c for c in scenario.clients if c in args.clients])
-        log(f"realtime: {scenario.key}")
-        results = run_scenario(sys.executable, scenario)
-        report["scenarios"][scenario.key] = {"title": scenario.title, "latency": scenario.latency, "n": scenario.n,
-                                             "rows": [row(r) for r in results], "raw": results}
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "realtime.json").write_text(json.dumps(report, indent=1))
-        (RESULTS / "realtime.md").write_text(markdown(report))
-    print(markdown(report))
+    def entry(scenario: scenarios.Scenario, results: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"title": scenario.title, "latency": scenario.latency, "n": scenario.n,
+                "rows": [row(r) for r in results], "raw": results}
+
+    run_suite("realtime", suite, args.only, entry, markdown)
 
 
 if __name__ == "__main__":

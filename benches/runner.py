@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,22 @@ def run_scenario(python: str, scenario: Scenario) -> list[dict[str, Any]]:
                 continue
             results.append(run_one(python, scenario, client, rep))
     return results
+
+
+def run_suite(name: str, suite: list[Scenario], only: list[str] | None,
+              entry: Callable[[Scenario, list[dict[str, Any]]], dict[str, Any]],
+              markdown: Callable[[dict[str, Any]], str]) -> None:
+    """Run the scenarios of `suite` (those keyed in `only`, if given) one after another, and after
+    each rewrite results/<name>.json and results/<name>.md; `entry` makes a scenario's report
+    entry from its results. Prints the markdown at the end."""
+    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "scenarios": {}}
+    results_dir = HERE / "results"
+    for scenario in suite:
+        if only and scenario.key not in only:
+            continue
+        log(f"{name}: {scenario.key}")
+        report["scenarios"][scenario.key] = entry(scenario, run_scenario(sys.executable, scenario))
+        results_dir.mkdir(parents=True, exist_ok=True)
+        (results_dir / f"{name}.json").write_text(json.dumps(report, indent=1))
+        (results_dir / f"{name}.md").write_text(markdown(report))
+    print(markdown(report))

@@ -6,17 +6,11 @@ between the two per rep; the tables give medians over reps. Writes results/trans
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
 import scenarios
-from runner import log, run_scenario
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from runner import run_suite
 
 
 def _median(results: list[dict[str, Any]], key: str) -> float | None:
@@ -57,18 +51,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", nargs="*", help="scenario keys (default: all)")
     args = parser.parse_args()
-    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "scenarios": {}}
-    for scenario in scenarios.transport():
-        if args.only and scenario.key not in args.only:
-            continue
-        log(f"transport: {scenario.key}")
-        results = run_scenario(sys.executable, scenario)
-        report["scenarios"][scenario.key] = {"title": scenario.title, "reps": scenario.reps,
-                                             "rows": summarize(results), "raw": results}
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "transport.json").write_text(json.dumps(report, indent=1))
-        (RESULTS / "transport.md").write_text(markdown(report))
-    print(markdown(report))
+
+    def entry(scenario: scenarios.Scenario, results: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"title": scenario.title, "reps": scenario.reps, "rows": summarize(results), "raw": results}
+
+    run_suite("transport", scenarios.transport(), args.only, entry, markdown)
 
 
 if __name__ == "__main__":
