@@ -26,7 +26,8 @@ def sample_many(completer, prompts, scope_name=None):
     async def run():
         if scope_name is None:
             return await asyncio.gather(*(completer(p) for p in prompts))
-        with sail_lite.sampling_scope(scope_name):
+        handle = scope_name if isinstance(scope_name, scope.SamplingScope) else sail_lite.sampling_scope(scope_name)
+        with handle:
             return await asyncio.gather(*(completer(p) for p in prompts))
 
     return [tuple(s.tokens) for s in asyncio.run(run())]
@@ -220,3 +221,96 @@ def test_a_rerun_with_a_re_signed_lora_url_creates_its_samples_again(fresh_emula
     stats = emu.stats()
     assert stats["idempotency_conflicts"] == 2 and stats["creates"] == 4
     assert sail_lite.engine_metrics()["samples_recreated"] - before == 2
+
+
+def test_a_journal_re_attaches_a_rerun_whose_lora_was_exported_again(fresh_emulator, tmp_path):
+    """A resumed training run exports its weights again: a new path and a new signature, so
+    Sail would refuse the scope's keys (another body). With ``lora_in_key=False`` the keys stay
+    the same, and the journal names the responses: the rerun polls them, and nothing is created."""
+    from test_emulator_lora import adapter_config, archive
+
+    emu = fresh_emulator()
+    data = archive(8, 7)
+    first_url = emu.add_tinker_archive("run-1/sampler_weights/000003", data, ttl_seconds=600)
+    resumed_url = emu.add_tinker_archive("run-2/sampler_weights/000003", data, ttl_seconds=600)
+    journal = tmp_path / "step-3.journal"
+    metrics = sail_lite.engine_metrics
+
+    def run(url):
+        completer = sail_completer(emu, tinker_lora_signed_url=url, adapter_config=adapter_config(8))
+        handle = sail_lite.sampling_scope("run/step-3", journal=journal, lora_in_key=False)
+        return sample_many(completer, [PROMPT] * 3 + [list(b"another prompt")], handle)
+
+    before = metrics()
+    first = run(first_url)
+    assert emu.stats()["creates"] == 4
+    assert len(journal.read_text().splitlines()) == 4, "one line per accepted create"
+    again = run(resumed_url)
+    stats, after = emu.stats(), metrics()
+    assert stats["creates"] == 4 and stats["idempotency_conflicts"] == 0 and stats["idempotent_replays"] == 0
+    assert after["samples_reattached"] - before["samples_reattached"] == 4
+    assert after["samples_recreated"] == before["samples_recreated"]
+    assert sorted(again) == sorted(first)
+    # Without the journal the same rerun could not re-attach: Sail refuses the keys' new bodies.
+    completer = sail_completer(emu, tinker_lora_signed_url=resumed_url, adapter_config=adapter_config(8))
+    sample_many(completer, [PROMPT], sail_lite.sampling_scope("run/step-3", lora_in_key=False))
+    assert emu.stats()["idempotency_conflicts"] == 1
+
+
+def test_a_journalled_response_that_is_gone_is_created_again_once(fresh_emulator, tmp_path):
+    emu = fresh_emulator()
+    completer = sail_completer(emu)
+    journal = tmp_path / "gone.journal"
+    first = sample_many(completer, [PROMPT] * 2, sail_lite.sampling_scope("gone-journal", journal=journal))
+    for line in journal.read_text().splitlines():  # the stored responses vanish (Sail's retention)
+        rid = line.split("\t")[1]
+        req = urllib.request.Request(f"{emu.base_url}/v1/responses/{rid}", method="DELETE",
+                                     headers={"Authorization": f"Bearer {emu.api_key}"})
+        urllib.request.urlopen(req, timeout=30).read()
+    before = sail_lite.engine_metrics()
+    again = sample_many(completer, [PROMPT] * 2, sail_lite.sampling_scope("gone-journal", journal=journal))
+    after = sail_lite.engine_metrics()
+    assert len(again) == 2 and all(again) and sorted(again) != sorted(first)
+    assert after["samples_reattached"] - before["samples_reattached"] == 2
+    assert after["samples_recreated"] - before["samples_recreated"] == 2
+    stats = emu.stats()
+    assert stats["creates"] == 4 and stats["duplicate_samples"] == 0
+    # The journal now names the new responses: a third run re-attaches to them.
+    third = sample_many(completer, [PROMPT] * 2, sail_lite.sampling_scope("gone-journal", journal=journal))
+    assert sorted(third) == sorted(again) and emu.stats()["creates"] == 4
+
+
+def test_a_journal_with_torn_or_hostile_lines_is_read_safely(fresh_emulator, tmp_path):
+    log = tmp_path / "requests.jsonl"
+    emu = fresh_emulator(request_log=str(log))
+    completer = sail_completer(emu)
+    journal = tmp_path / "hostile.journal"
+    first = sample_many(completer, [PROMPT], sail_lite.sampling_scope("hostile-journal", journal=journal))
+    key = journal.read_text().split("\t")[0]
+    # The key's id now traverses paths, and a torn line follows (a crash mid-write).
+    journal.write_bytes(f"{key}\t../../admin\n{key}\tresp_torn".encode())
+    before = sail_lite.engine_metrics()
+    again = sample_many(completer, [PROMPT], sail_lite.sampling_scope("hostile-journal", journal=journal))
+    after = sail_lite.engine_metrics()
+    # The id stays one path segment (polled as such, never /v1/admin): the server knows no such
+    # response, so the sample counts as gone and is created again, once. The torn line is ignored.
+    assert wait_until(lambda: '"/v1/responses/..%2F..%2Fadmin"' in log.read_text(), 60), "the request log names the poll"
+    assert '"/v1/admin"' not in log.read_text() and "resp_torn" not in log.read_text()
+    assert len(again) == 1 and emu.stats()["creates"] == 2
+    assert after["samples_recreated"] - before["samples_recreated"] == 1
+    # The torn line was ended before the new record: a third run re-attaches to the new sample.
+    third = sample_many(completer, [PROMPT], sail_lite.sampling_scope("hostile-journal", journal=journal))
+    assert third == again and emu.stats()["creates"] == 2
+
+
+def test_bad_journal_arguments_are_typed_errors(tmp_path):
+    with pytest.raises(SailArgumentError, match="journal"):
+        sail_lite.sampling_scope("j", journal=tmp_path / "missing-dir" / "x.journal")
+    with pytest.raises(SailArgumentError, match="journal"):
+        sail_lite.sampling_scope("j", journal=42)  # type: ignore[arg-type]
+    with pytest.raises(SailArgumentError, match="lora_in_key"):
+        sail_lite.sampling_scope("j", lora_in_key="no")  # type: ignore[arg-type]
+    # One journal object per path while it is held, so keys recorded by one scope are seen by all.
+    a = sail_lite.sampling_scope("j1", journal=tmp_path / "shared.journal")
+    b = sail_lite.sampling_scope("j2", journal=str(tmp_path / "shared.journal"))
+    assert a.journal is b.journal and "shared.journal" in repr(a)

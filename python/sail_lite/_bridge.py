@@ -58,12 +58,15 @@ class LoopBridge:
         stop_token_ids: list[int] | None,
         idempotency_key: str | None = None,
         prompt_cache_key: str | None = None,
+        journal: _core.ResponseJournal | None = None,
     ) -> tuple[int, asyncio.Future[_core.Completion]]:
         request_id = next(_request_ids)
         if not self._level_cache:
             self._follow_log_level()
         future: asyncio.Future[_core.Completion] = loop.create_future()
-        client.submit(self.hub, request_id, prompt, max_tokens, stop_strings, stop_token_ids, idempotency_key, prompt_cache_key)
+        client.submit(
+            self.hub, request_id, prompt, max_tokens, stop_strings, stop_token_ids, idempotency_key, prompt_cache_key, journal
+        )
         self.futures[request_id] = (future, redactor)
         return request_id, future
 

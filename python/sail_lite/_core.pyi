@@ -1,5 +1,6 @@
 """Type stubs for the Rust extension ``sail_lite._core`` (checked by ``mypy.stubtest``)."""
 
+import os
 from collections.abc import Sequence
 from typing import Final, Literal, final
 
@@ -7,6 +8,7 @@ __all__ = [
     "__version__",
     "SamplerClient",
     "CompletionHub",
+    "ResponseJournal",
     "Completion",
     "EngineError",
     "EngineEvent",
@@ -22,7 +24,7 @@ _ErrorKind = Literal["status", "timeout", "connection", "failed", "cancelled", "
 # Why a sample stopped: a stop condition, or the token budget.
 _StopReason = Literal["stop", "length"]
 # What an engine log event reports (see ``sail_lite._logging``).
-_EventKind = Literal["retry", "server_cancel", "response_failed", "response_cancelled", "response_expired"]
+_EventKind = Literal["retry", "server_cancel", "response_failed", "response_cancelled", "response_expired", "journal_failed"]
 
 @final
 class SamplerClient:
@@ -61,6 +63,7 @@ class SamplerClient:
         stop_token_ids: Sequence[int] | None = None,
         idempotency_key: str | None = None,
         prompt_cache_key: str | None = None,
+        journal: ResponseJournal | None = None,
     ) -> None:
         """Start one sample; its :class:`Completion` arrives through ``hub`` under ``request_id``."""
 
@@ -164,6 +167,19 @@ def engine_metrics() -> dict[str, int]:
 def cancel_unscoped_samples(timeout: float) -> int:
     """Cancel this process's unscoped in-flight samples on the server, waiting at most
     ``timeout`` seconds (the GIL released) for the cancels to be sent; the count cancelled."""
+
+@final
+class ResponseJournal:
+    """Which response each scoped idempotency key was given, appended to a file (one line per
+    accepted create; the last line of a key wins). Read when opened; see ``rust/src/journal.rs``."""
+
+    def __new__(cls, path: str | os.PathLike[str]) -> ResponseJournal: ...
+    @property
+    def path(self) -> str: ...
+    def lookup(self, key: str) -> str | None:
+        """The response recorded for ``key``, if any."""
+
+    def __len__(self) -> int: ...
 
 @final
 class EmulatorServer:

@@ -3,7 +3,7 @@
 The library installs no handler (as openai-python): configure ``logging`` to see anything.
 Levels follow openai-python: each retry at INFO (what failed, status, attempt n of m, the
 delay, the response id), a failed / expired / server-cancelled response at INFO, each
-server-side cancel we send at DEBUG. Signed-URL refreshes are logged by ``sail_lite.tinker``.
+server-side cancel we send at DEBUG, a response id that could not be journalled at WARNING. Signed-URL refreshes are logged by ``sail_lite.tinker``.
 
 The engine produces events without touching Python: they are queued in the loop's
 completion hub, and only while this logger would emit them (the hub holds the effective
@@ -36,6 +36,8 @@ def engine_threshold() -> int:
         return logging.DEBUG
     if logger.isEnabledFor(logging.INFO):
         return logging.INFO
+    if logger.isEnabledFor(logging.WARNING):
+        return logging.WARNING
     return OFF
 
 

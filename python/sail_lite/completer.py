@@ -76,9 +76,12 @@ class _EngineCompleter(_TokenCompleterBase):
     def _engine_arguments(self) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _idempotency_key(self, tokens: list[int], max_tokens: int, stop_strings: Any, stop_ids: Any) -> str | None:
-        """A sampling scope's derived key for this request, or None (a random one)."""
-        return None
+    def _scoped_request(
+        self, tokens: list[int], max_tokens: int, stop_strings: Any, stop_ids: Any
+    ) -> tuple[str | None, _core.ResponseJournal | None]:
+        """A sampling scope's derived key for this request (None: a random one), and the
+        scope's response journal."""
+        return None, None
 
     async def __call__(self, model_input: Any, stop: Any = None, *, max_tokens: int | None = None) -> Any:
         tokens = v.prompt_tokens(model_input)
@@ -92,10 +95,12 @@ class _EngineCompleter(_TokenCompleterBase):
                 raise SailArgumentError("model_input", f"a prompt shorter than context_window={context_window}", f"{len(tokens)} tokens")
             budget = min(budget, room)
         stop_strings, stop_ids = v.normalise_stop(stop)
-        key = self._idempotency_key(tokens, budget, stop_strings, stop_ids)
+        key, journal = self._scoped_request(tokens, budget, stop_strings, stop_ids)
         loop = asyncio.get_running_loop()
         bridge = _bridge.bridge_for(loop)
-        request_id, future = bridge.submit(loop, self._client, self._redactor, tokens, budget, stop_strings, stop_ids, key)
+        request_id, future = bridge.submit(
+            loop, self._client, self._redactor, tokens, budget, stop_strings, stop_ids, key, journal=journal
+        )
         # The engine has copied the prompt: don't keep the list alive while the sample runs.
         del tokens
         try:
@@ -293,19 +298,26 @@ class SailTokenCompleter(_EngineCompleter):
             "api_key": _resolve_api_key(api_key, "SAIL_API_KEY", required=True),
             "poll_timeout": v.optional_seconds("poll_timeout", poll_timeout),
             "poll_overhead": v.number_in("poll_overhead", poll_overhead, 0.001, 10.0),
-            "sampling_scope": None if default_scope is None else default_scope.name,
+            "sampling_scope": default_scope,
             "prompt_cache_key": v.prompt_cache_key("prompt_cache_key", prompt_cache_key),
         }
         self._default_scope = default_scope
         super().__init__(**config)
 
-    def _idempotency_key(self, tokens: list[int], max_tokens: int, stop_strings: Any, stop_ids: Any) -> str | None:
+    def _scoped_request(
+        self, tokens: list[int], max_tokens: int, stop_strings: Any, stop_ids: Any
+    ) -> tuple[str | None, _core.ResponseJournal | None]:
         active = scope.active_scope(self._default_scope)
         if active is None:
-            return None
+            return None, None
         c = self._config
         if c["completion_window"] == "asap":
             raise SailArgumentError("sampling_scope", _ASAP_SCOPE_EXPECTED, "asap")
+        metadata = self._request_metadata()
+        if not active.lora_in_key:
+            # The scope's name identifies the weights; their URL may change between runs.
+            metadata.pop("lora", None)
+            metadata.pop("tinker_lora_name", None)
         fingerprint = scope.request_fingerprint(
             model=c["model"],
             completion_window=c["completion_window"],
@@ -314,10 +326,10 @@ class SailTokenCompleter(_EngineCompleter):
             temperature=c["temperature"],
             top_p=c["top_p"],
             stop=stop_strings if stop_strings else stop_ids,
-            metadata=self._request_metadata(),
+            metadata=metadata,
             request_logprobs=c["request_logprobs"],
         )
-        return active.idempotency_key(fingerprint)
+        return active.idempotency_key(fingerprint), active.journal
 
     def _request_metadata(self) -> dict[str, str]:
         c = self._config
@@ -371,7 +383,7 @@ class SailTokenCompleter(_EngineCompleter):
         if c["tinker_lora_name"] is not None:
             shown["tinker_lora_name"] = c["tinker_lora_name"]
         if c["sampling_scope"] is not None:
-            shown["sampling_scope"] = c["sampling_scope"]
+            shown["sampling_scope"] = c["sampling_scope"].name
         if c["prompt_cache_key"] is not True:
             shown["prompt_cache_key"] = c["prompt_cache_key"]
         return shown

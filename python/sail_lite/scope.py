@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import json
+import os
 import sys
 import threading
 import weakref
@@ -35,6 +36,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from sail_lite import _core
 from sail_lite.errors import SailArgumentError
 
 __all__ = [
@@ -69,10 +71,14 @@ class SamplingScope:
     the current scope, and the source of its keys. Handles of one name share one set of
     occurrence counters (thread- and task-safe). Use :func:`sampling_scope` to get one."""
 
-    __slots__ = ("name", "_counters", "_tokens")
+    __slots__ = ("name", "journal", "lora_in_key", "_counters", "_tokens")
 
-    def __init__(self, name: str, counters: _Counters) -> None:
+    def __init__(self, name: str, counters: _Counters, journal: _core.ResponseJournal | None, lora_in_key: bool) -> None:
         self.name = name
+        #: Where each sample's response id is recorded under its key (see :func:`sampling_scope`).
+        self.journal = journal
+        #: Whether the LoRA source is part of each request's key.
+        self.lora_in_key = lora_in_key
         self._counters = counters
         self._tokens: list[contextvars.Token[SamplingScope | None]] = []
 
@@ -99,31 +105,69 @@ class SamplingScope:
         self.__exit__(*exc)
 
     def __repr__(self) -> str:
-        return f"SamplingScope({self.name!r})"
+        extra = "" if self.journal is None else f", journal={str(self.journal.path)!r}"
+        extra += "" if self.lora_in_key else ", lora_in_key=False"
+        return f"SamplingScope({self.name!r}{extra})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Another process gets its own counters for the same name.
-        return (sampling_scope, (self.name,))
+        # Another process gets its own counters for the same name, and opens the journal itself.
+        journal = None if self.journal is None else str(self.journal.path)
+        return (_restore, (self.name, journal, self.lora_in_key))
+
+
+def _restore(name: str, journal: str | None, lora_in_key: bool) -> SamplingScope:
+    return sampling_scope(name, journal=journal, lora_in_key=lora_in_key)
 
 
 _current: contextvars.ContextVar[SamplingScope | None] = contextvars.ContextVar("sail_lite_sampling_scope", default=None)
 _counters: weakref.WeakValueDictionary[str, _Counters] = weakref.WeakValueDictionary()
 _counters_lock = threading.Lock()
+_journals: weakref.WeakValueDictionary[str, _core.ResponseJournal] = weakref.WeakValueDictionary()
 
 
-def sampling_scope(name: str) -> SamplingScope:
+def sampling_scope(name: str, *, journal: str | os.PathLike[str] | None = None, lora_in_key: bool = True) -> SamplingScope:
     """A handle on the scope named ``name``: use it as ``with sampling_scope(name):`` (or
     ``async with``), or pass it (or just the name) as a completer's ``sampling_scope=``.
-    Every handle of one name alive in this process shares its occurrence counters."""
+    Every handle of one name alive in this process shares its occurrence counters.
+
+    ``journal``: a file (created if missing; its directory must exist) where each sample's
+    response id is recorded under its key as soon as Sail accepts the create. A rerun finds its
+    keys there and polls those responses instead of creating, so it re-attaches even when its
+    create bodies differ from the earlier run's in what the key leaves out (Sail refuses a key
+    reused with another body): e.g. a LoRA exported again under a new signed URL.
+
+    ``lora_in_key=False`` leaves the LoRA source (and ``tinker_lora_name``) out of the keys:
+    for a scope whose name already identifies the weights (a training run's step), whose rerun
+    exports the same weights under a new path. Use it with a journal.
+    """
     if not isinstance(name, str) or not name or len(name) > _MAX_NAME_CHARS:
         expected = f"a non-empty scope name (a str of at most {_MAX_NAME_CHARS} characters)"
         raise SailArgumentError("sampling_scope", expected, name if not isinstance(name, str) else f"{len(name)} characters")
+    if not isinstance(lora_in_key, bool):
+        raise SailArgumentError("lora_in_key", "True or False", lora_in_key)
+    opened = None if journal is None else _journal_at(journal)
     with _counters_lock:
         counters = _counters.get(name)
         if counters is None:
             counters = _Counters(name)
             _counters[name] = counters
-    return SamplingScope(name, counters)
+    return SamplingScope(name, counters, opened, lora_in_key)
+
+
+def _journal_at(path: Any) -> _core.ResponseJournal:
+    """The journal at ``path``, opened once per process while any scope holds it."""
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise SailArgumentError("journal", "a file path (str or os.PathLike)", path)
+    resolved = os.path.abspath(os.fspath(path))
+    with _counters_lock:
+        journal = _journals.get(resolved)
+        if journal is None:
+            try:
+                journal = _core.ResponseJournal(resolved)
+            except OSError as exc:
+                raise SailArgumentError("journal", "a file path whose directory exists and is writable", str(exc)) from None
+            _journals[resolved] = journal
+    return journal
 
 
 def current_scope() -> SamplingScope | None:

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub polls: AtomicU64,
     /// Scoped samples created again because their stored response was gone.
     pub samples_recreated: AtomicU64,
+    /// Scoped samples that followed the response a journal recorded for their key.
+    pub samples_reattached: AtomicU64,
     /// Token usage per completion window (see `engine_metrics()`).
     pub usage: crate::usage_totals::UsageTotals,
 }
@@ -65,6 +67,7 @@ impl Metrics {
             ("creates", g(&self.creates)),
             ("polls", g(&self.polls)),
             ("samples_recreated", g(&self.samples_recreated)),
+            ("samples_reattached", g(&self.samples_reattached)),
             ("samples_cancelled_at_exit", crate::exit_cancel::EXIT_CANCELLED.load(Ordering::Relaxed)),
         ]
     }

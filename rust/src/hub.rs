@@ -35,9 +35,10 @@ pub struct Completion {
     pub stats: SampleStats,
 }
 
-/// `logging.DEBUG` / `logging.INFO`: the levels engine events are logged at.
+/// `logging.DEBUG` / `logging.INFO` / `logging.WARNING`: the levels engine events are logged at.
 pub const DEBUG: u8 = 10;
 pub const INFO: u8 = 20;
+pub const WARNING: u8 = 30;
 /// Above every `logging` level: no events are queued (the default until Python says otherwise).
 pub const LOGGING_OFF: u8 = u8::MAX;
 

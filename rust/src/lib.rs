@@ -1,7 +1,7 @@
 //! `sail_lite._core`: the Rust engine behind sail-lite.
 //!
 //! Pure modules (no Python): `retry`, `poll_planner`, `decode`, `request_body`,
-//! `sample_error`, `hub`, `transport`, `http1`, `engine`, `exit_cancel`, `sampler`, `usage_totals`. Binding modules: `py_api`, `emulator_py`.
+//! `sample_error`, `hub`, `journal`, `transport`, `http1`, `engine`, `exit_cancel`, `sampler`, `usage_totals`. Binding modules: `py_api`, `emulator_py`.
 
 use pyo3::prelude::*;
 
@@ -10,6 +10,7 @@ pub mod engine;
 pub mod exit_cancel;
 pub mod http1;
 pub mod hub;
+pub mod journal;
 pub mod hyper_pool;
 pub mod poll_planner;
 pub mod request_body;

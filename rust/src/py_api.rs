@@ -4,6 +4,7 @@
 
 use crate::engine::{self, HttpClientKey};
 use crate::hub::{Completion, Event, Hub};
+use crate::journal::Journal;
 use crate::poll_planner::{PollPlanner, DEFAULT_POLL_OVERHEAD};
 use crate::request_body::{PromptCacheKey, SamplingDefaults, Stop};
 use crate::retry::RetryPolicy;
@@ -145,8 +146,9 @@ impl SamplerClient {
     /// Start one sample; its completion arrives through `hub`'s pipe under `request_id`.
     /// `idempotency_key` (a sampling scope's derived key) replaces the random per-sample key;
     /// `prompt_cache_key`, if given, is sent instead of the completer's own key (Sail only).
+    /// `journal`: where a scoped sample's response id is recorded and first looked up.
     #[pyo3(signature = (hub, request_id, prompt, max_tokens, stop_strings=None, stop_token_ids=None, idempotency_key=None,
-        prompt_cache_key=None))]
+        prompt_cache_key=None, journal=None))]
     #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
@@ -159,10 +161,15 @@ impl SamplerClient {
         stop_token_ids: Option<&Bound<'_, PyAny>>,
         idempotency_key: Option<String>,
         prompt_cache_key: Option<String>,
+        journal: Option<PyRef<'_, ResponseJournal>>,
     ) -> PyResult<()> {
         if let Some(key) = &idempotency_key {
             check_idempotency_key(py, key, &self.sampler)?;
         }
+        if journal.is_some() && idempotency_key.is_none() {
+            return Err(argument_error(py, "journal", "a sampling scope's idempotency_key to record the response under", None));
+        }
+        let journal = journal.map(|j| j.inner.clone());
         let prompt = token_ids(py, "model_input", prompt, 1, MAX_PROMPT_TOKENS)?;
         let prompt_cache_key = prompt_cache_key.map(|k| checked_cache_key(py, "prompt_cache_key", k)).transpose()?;
         let stop = match (stop_strings, stop_token_ids) {
@@ -173,7 +180,7 @@ impl SamplerClient {
         let engine = engine::engine().map_err(PyRuntimeError::new_err)?;
         let pool = engine.http_pool(&self.http_key).map_err(pyo3::exceptions::PyValueError::new_err)?;
         let cancel = hub.inner.register(request_id).ok_or_else(|| PyRuntimeError::new_err("this event loop's completion hub is closed"))?;
-        let job = SampleJob { request_id, prompt, max_tokens, stop, idempotency_key, prompt_cache_key };
+        let job = SampleJob { request_id, prompt, max_tokens, stop, idempotency_key, prompt_cache_key, journal };
         engine.handle.spawn(sampler::run(engine, pool, self.sampler.clone(), hub.inner.clone(), job, cancel));
         Ok(())
     }
@@ -182,6 +189,40 @@ impl SamplerClient {
         // Never the key: only what identifies the configuration.
         let c = &self.sampler.config;
         format!("SamplerClient(protocol={:?}, origin={:?}, model={:?})", c.protocol, self.http_key.origin, c.defaults.model)
+    }
+}
+
+/// A response journal (see `journal.rs`): opened once per path and shared by the samples
+/// of the scopes that name it.
+#[pyclass(frozen, weakref, module = "sail_lite._core")]
+pub struct ResponseJournal {
+    inner: Arc<Journal>,
+}
+
+#[pymethods]
+impl ResponseJournal {
+    #[new]
+    fn new(path: std::path::PathBuf) -> PyResult<Self> {
+        let journal = Journal::open(&path).map_err(|e| PyOSError::new_err(format!("cannot open the response journal {}: {e}", path.display())))?;
+        Ok(ResponseJournal { inner: Arc::new(journal) })
+    }
+
+    #[getter]
+    fn path(&self) -> String {
+        self.inner.path().to_string_lossy().into_owned()
+    }
+
+    /// The response recorded for `key`, if any.
+    fn lookup(&self, key: &str) -> Option<String> {
+        self.inner.lookup(key)
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("ResponseJournal({:?}, {} responses)", self.inner.path().display().to_string(), self.inner.len())
     }
 }
 
@@ -457,6 +498,7 @@ fn engine_metrics(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SamplerClient>()?;
     m.add_class::<CompletionHub>()?;
+    m.add_class::<ResponseJournal>()?;
     m.add_class::<PyCompletion>()?;
     m.add_class::<PyEngineError>()?;
     m.add_class::<PyEngineEvent>()?;

@@ -4,7 +4,8 @@
 use crate::decode::{self, PollOutcome};
 use crate::engine::{Engine, HttpPool, Metrics};
 use crate::exit_cancel;
-use crate::hub::{Completion, Event, Hub, SampleOutput, SampleStats, DEBUG, INFO};
+use crate::hub::{Completion, Event, Hub, SampleOutput, SampleStats, DEBUG, INFO, WARNING};
+use crate::journal::Journal;
 use crate::poll_planner::{poll_phase, PollPlanner};
 use crate::request_body::{self, SamplingDefaults, Stop};
 use crate::retry::{self, RetryPolicy};
@@ -103,6 +104,9 @@ pub struct SampleJob {
     pub idempotency_key: Option<String>,
     /// The caller's explicit `prompt_cache_key` (else the completer's setting decides).
     pub prompt_cache_key: Option<String>,
+    /// Where a scoped sample's response id is recorded, and looked up first (a rerun follows
+    /// the recorded response instead of creating).
+    pub journal: Option<Arc<Journal>>,
 }
 
 /// How many times a scoped sample whose stored response is gone is created again.
@@ -127,6 +131,7 @@ pub async fn run(engine: &'static Engine, pool: HttpPool, sampler: Arc<Sampler>,
         scoped,
         gone: false,
         poll_hint: None,
+        journal: None,
     };
     let work = async {
         match ctx.sampler.config.protocol {
@@ -180,6 +185,8 @@ struct Ctx {
     /// Set when a scoped sample's stored response turned out gone (404, or already cancelled
     /// or expired when re-attached): the sample is created again under a fresh key.
     gone: bool,
+    /// A scoped sample's journal and key: each accepted create's response id is recorded there.
+    journal: Option<(Arc<Journal>, String)>,
 }
 
 /// Why a wait ended early.
@@ -361,6 +368,20 @@ impl Ctx {
         };
         drop(job.prompt);
         let mut recreated = 0u32;
+        if let Some(id) = job.journal.as_ref().and_then(|j| j.lookup(&scope_key)).filter(|id| check_response_id(id).is_ok()) {
+            // An earlier run recorded this key's response: follow it, whatever body this run
+            // would send (a re-exported LoRA has a new URL, which Sail would refuse for the key).
+            Metrics::add(&self.engine.metrics.samples_reattached, 1);
+            self.gone = false;
+            let result = self.attach(id).await;
+            if !(result.is_err() && self.gone) || self.cancel.is_cancelled() {
+                return result;
+            }
+            // Gone: the key's reservation holds (or refuses) that response, so start afresh.
+            recreated = 1;
+            Metrics::add(&self.engine.metrics.samples_recreated, 1);
+        }
+        self.journal = job.journal.map(|j| (j, scope_key.clone()));
         loop {
             // A re-created sample gets a fresh key derived from the scope's, so it cannot land
             // on the gone response's reservation again (and a rerun derives the same keys).
@@ -378,7 +399,6 @@ impl Ctx {
     /// Create one response (under `key`) and poll it to its end.
     async fn create_and_poll(&mut self, body: Bytes, key: Option<String>) -> Result<SampleOutput, SampleError> {
         let sampler = self.sampler.clone();
-        let want_logprobs = sampler.config.defaults.request_logprobs;
         if self.cancel.is_cancelled() {
             // Abandoned before its create was sent (e.g. at exit): nothing to start or cancel.
             return Err(cancelled_error(None));
@@ -400,15 +420,55 @@ impl Ctx {
         };
         // Service time is measured from here: polls are planned, and completions learned, on it.
         let created_at = Instant::now();
-        let mut last_pending = Duration::ZERO;
         let id = decode::response_id(&created).map_err(|v| SampleError::new(ErrorKind::Protocol, v.0))?;
         // An id we cannot address can be neither polled nor cancelled.
         check_response_id(&id).map_err(|m| SampleError::new(ErrorKind::Protocol, m).with_response_id(Some(&id)))?;
+        self.journal_response(&id);
         // A server may answer a create with a finished response; no poll needed then.
-        let mut outcome = decode::decode_poll(&created, want_logprobs).unwrap_or(PollOutcome::Pending);
+        let outcome = decode::decode_poll(&created, sampler.config.defaults.request_logprobs).unwrap_or(PollOutcome::Pending);
         // A scoped create that re-attached to a response already cancelled or expired: gone.
         self.gone = self.scoped && matches!(outcome, PollOutcome::Cancelled | PollOutcome::Expired);
+        self.follow(id, created_at, outcome, true).await
+    }
+
+    /// Follow a response an earlier run created (its id from the journal): look at once, then
+    /// poll it to its end. Its service time is unknown here, so nothing is learned from it.
+    async fn attach(&mut self, id: String) -> Result<SampleOutput, SampleError> {
+        if self.cancel.is_cancelled() {
+            return Err(cancelled_error(Some(&id)));
+        }
+        let polled_at = Instant::now();
+        let outcome = match self.look(&self.sampler.response_url(&id, None), &id).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                self.gone = e.kind == ErrorKind::Expired;
+                return Err(e);
+            }
+        };
+        self.gone = matches!(outcome, PollOutcome::Cancelled | PollOutcome::Expired);
+        self.follow(id, polled_at, outcome, false).await
+    }
+
+    /// Record a scoped sample's response id in its journal (if it has one), so a rerun can
+    /// follow it even when its create body differs.
+    fn journal_response(&self, id: &str) {
+        let Some((journal, key)) = &self.journal else { return };
+        if let Err(e) = journal.record(key, id) {
+            if self.hub.logs(WARNING) {
+                let message = format!("could not record response {id} in the journal {}: {e}", journal.path().display());
+                let mut event = Event::new(WARNING, "journal_failed", self.request_id, message);
+                event.response_id = Some(id.to_owned());
+                self.hub.push_event(event);
+            }
+        }
+    }
+
+    /// Poll `id` from its last `outcome` until it ends. `since` is when it was created (or first
+    /// seen); `learn`: whether its completion teaches the poll planner.
+    async fn follow(&mut self, id: String, since: Instant, mut outcome: PollOutcome, learn: bool) -> Result<SampleOutput, SampleError> {
+        let sampler = self.sampler.clone();
         let poll_url = sampler.response_url(&id, None);
+        let mut last_pending = Duration::ZERO;
         loop {
             match outcome {
                 PollOutcome::Pending => {}
@@ -439,10 +499,10 @@ impl Ctx {
             }
             // Plan from the last answer, and re-plan on waking while the wait is long: other
             // samples' completions may have moved the estimate meanwhile (a cohort finishes together).
-            let (planned_from, hint) = (created_at.elapsed(), self.poll_hint.take());
+            let (planned_from, hint) = (since.elapsed(), self.poll_hint.take());
             loop {
                 let poll_at = sampler.config.poll.next_poll(planned_from, hint, poll_phase(self.request_id, self.stats.polls));
-                let now = created_at.elapsed();
+                let now = since.elapsed();
                 if poll_at <= now {
                     break;
                 }
@@ -461,20 +521,13 @@ impl Ctx {
                     }
                 }
             }
-            self.stats.polls += 1;
-            Metrics::add(&self.engine.metrics.polls, 1);
-            let poll_sent = created_at.elapsed();
-            let cancel = self.cancel.clone();
-            let polled = tokio::select! {
-                r = self.poll_once(&poll_url, &id) => r,
-                _ = cancel.cancelled() => Err(cancelled_error(Some(&id))),
-            };
-            let bytes = match polled {
-                Ok(b) => b,
+            let poll_sent = since.elapsed();
+            outcome = match self.look(&poll_url, &id).await {
+                Ok(o) => o,
                 Err(e) => {
                     // We are giving up on a response that may still be running (caller cancel,
-                    // deadline, dead or failing server): stop it server-side too. A 404 means
-                    // it is gone already.
+                    // deadline, dead or failing server, a broken answer): stop it server-side
+                    // too. A 404 means it is gone already.
                     if e.kind != ErrorKind::Expired {
                         self.spawn_server_cancel(&id);
                     }
@@ -482,22 +535,25 @@ impl Ctx {
                     return Err(e);
                 }
             };
-            outcome = match decode::decode_poll(&bytes, want_logprobs) {
-                Ok(PollOutcome::Pending) => {
-                    last_pending = poll_sent;
-                    PollOutcome::Pending
-                }
-                Ok(PollOutcome::Completed(sample)) => {
-                    sampler.config.poll.observe(last_pending, poll_sent);
-                    PollOutcome::Completed(sample)
-                }
-                Ok(o) => o,
-                Err(v) => {
-                    self.spawn_server_cancel(&id);
-                    return Err(SampleError::new(ErrorKind::Protocol, format!("response {id}: {}", v.0)).with_response_id(Some(&id)));
-                }
-            };
+            match outcome {
+                PollOutcome::Pending => last_pending = poll_sent,
+                PollOutcome::Completed(_) if learn => sampler.config.poll.observe(last_pending, poll_sent),
+                _ => {}
+            }
         }
+    }
+
+    /// One poll of `id` (with retries), decoded; a cancelled sample stops waiting for it.
+    async fn look(&mut self, poll_url: &reqwest::Url, id: &str) -> Result<PollOutcome, SampleError> {
+        self.stats.polls += 1;
+        Metrics::add(&self.engine.metrics.polls, 1);
+        let cancel = self.cancel.clone();
+        let bytes = tokio::select! {
+            r = self.poll_once(poll_url, id) => r,
+            _ = cancel.cancelled() => Err(cancelled_error(Some(id))),
+        }?;
+        decode::decode_poll(&bytes, self.sampler.config.defaults.request_logprobs)
+            .map_err(|v| SampleError::new(ErrorKind::Protocol, format!("response {id}: {}", v.0)).with_response_id(Some(id)))
     }
 
     async fn poll_once(&mut self, url: &reqwest::Url, id: &str) -> Result<Bytes, SampleError> {
