@@ -64,9 +64,7 @@ class LoopBridge:
         if not self._level_cache:
             self._follow_log_level()
         future: asyncio.Future[_core.Completion] = loop.create_future()
-        client.submit(
-            self.hub, request_id, prompt, max_tokens, stop_strings, stop_token_ids, idempotency_key, prompt_cache_key, journal
-        )
+        client.submit(self.hub, request_id, prompt, max_tokens, stop_strings, stop_token_ids, idempotency_key, prompt_cache_key, journal)
         self.futures[request_id] = (future, redactor)
         return request_id, future
 

@@ -98,9 +98,7 @@ class _EngineCompleter(_TokenCompleterBase):
         key, journal = self._scoped_request(tokens, budget, stop_strings, stop_ids)
         loop = asyncio.get_running_loop()
         bridge = _bridge.bridge_for(loop)
-        request_id, future = bridge.submit(
-            loop, self._client, self._redactor, tokens, budget, stop_strings, stop_ids, key, journal=journal
-        )
+        request_id, future = bridge.submit(loop, self._client, self._redactor, tokens, budget, stop_strings, stop_ids, key, journal=journal)
         # The engine has copied the prompt: don't keep the list alive while the sample runs.
         del tokens
         try:

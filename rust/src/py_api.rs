@@ -203,7 +203,8 @@ pub struct ResponseJournal {
 impl ResponseJournal {
     #[new]
     fn new(path: std::path::PathBuf) -> PyResult<Self> {
-        let journal = Journal::open(&path).map_err(|e| PyOSError::new_err(format!("cannot open the response journal {}: {e}", path.display())))?;
+        let journal =
+            Journal::open(&path).map_err(|e| PyOSError::new_err(format!("cannot open the response journal {}: {e}", path.display())))?;
         Ok(ResponseJournal { inner: Arc::new(journal) })
     }
 

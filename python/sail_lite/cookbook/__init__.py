@@ -43,6 +43,7 @@ def sample_on_sail(
     adapter_base_model: str | None = None,
     ttl_seconds: int | None = DEFAULT_TTL_SECONDS,
     prompt_logprobs_on_tinker: bool = False,
+    reattach: bool = True,
     **client_kwargs: Any,
 ) -> Iterator[SailInstallation]:
     """Inside this block, the cookbook's RL loop samples on Sail. Yields the installation, whose
@@ -59,6 +60,13 @@ def sample_on_sail(
     - ``prompt_logprobs_on_tinker``: also make a Tinker sampling client per step to serve what
       Sail cannot (``compute_logprobs`` for ``compute_post_kl``); off by default, and then such
       calls raise :class:`~sail_lite.SailUnsupportedError`.
+    - ``reattach``: sample each weights version of an ``rl.train.main`` run in a sampling scope
+      with a response journal in ``<log_path>/sail_responses/`` (see
+      :mod:`sail_lite.cookbook._resume`), so a run resumed from its checkpoint after a crash
+      re-attaches to the samples already started instead of paying for them again (default on;
+      not on ``asap``, which cannot carry idempotency keys). With a rollout executor, each worker
+      process counts identical requests on its own: two groups of one batch with identical
+      prompts sampled in different workers then share their samples.
     - ``client_kwargs``: the rest of :class:`~sail_lite.SailSamplingClient`'s arguments
       (``base_url``, ``api_key``, ``poll_timeout``, ``metadata``, ...).
 
@@ -75,6 +83,7 @@ def sample_on_sail(
         adapter_base_model=adapter_base_model,
         ttl_seconds=validate_ttl_seconds(ttl_seconds),
         prompt_logprobs_on_tinker=bool(prompt_logprobs_on_tinker),
+        reattach=bool(reattach),
         client_kwargs=dict(client_kwargs),
     )
     _check_client_kwargs(settings)
@@ -90,7 +99,7 @@ def _check_client_kwargs(settings: SailSettings) -> None:
     from sail_lite.errors import SailArgumentError
     from sail_lite.sampling_client import SailSamplingClient
 
-    for reserved in ("lora", "tinker_lora_signed_url", "tinker_path", "adapter_config", "completion_window"):
+    for reserved in ("lora", "tinker_lora_signed_url", "tinker_path", "adapter_config", "completion_window", "sampling_scope"):
         if reserved in settings.client_kwargs:
             raise SailArgumentError(reserved, "to be left out: sample_on_sail sets it for each step")
     SailSamplingClient(model=settings.model, completion_window=settings.completion_window, **settings.client_kwargs)

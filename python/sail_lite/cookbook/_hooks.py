@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sail_lite._background import SailFuture, submit_in_background
+from sail_lite.cookbook._resume import RunScopes, run_scopes_for
 from sail_lite.errors import MissingDependencyError, SailArgumentError, SailError, SailUnsupportedError
+from sail_lite.scope import SamplingScope
 
 logger = logging.getLogger("sail_lite.cookbook")
 
@@ -48,6 +50,7 @@ class SailSettings:
     adapter_base_model: str | None = None
     ttl_seconds: int | None = DEFAULT_TTL_SECONDS
     prompt_logprobs_on_tinker: bool = False
+    reattach: bool = True
     client_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -69,6 +72,13 @@ class SailInstallation:
         self.originals: dict[tuple[Any, str], Any] = {}
         self.labels = itertools.count()
         self.lock = threading.Lock()
+        # The sampling scopes of the rl.train.main call in progress (see _resume.py), if any.
+        self.run: RunScopes | None = None
+
+    def next_scope(self) -> SamplingScope | None:
+        """The scope of the next weights version the loop asks for (None outside rl.train.main)."""
+        run = self.run
+        return run.next_scope() if run is not None else None
 
 
 _current: SailInstallation | None = None
@@ -159,7 +169,13 @@ def current() -> SailInstallation | None:
 def _make_checked_main(inst: SailInstallation, original_main: Callable[..., Any]) -> Callable[..., Any]:
     async def main(config: Any, *args: Any, **kwargs: Any) -> Any:
         check_config(config, inst.settings)
-        return await original_main(config, *args, **kwargs)
+        # Scopes per weights version, so a resumed run re-attaches to its predecessor's samples.
+        scoped = inst.settings.reattach and inst.settings.completion_window != "asap"
+        inst.run = run_scopes_for(config) if scoped else None
+        try:
+            return await original_main(config, *args, **kwargs)
+        finally:
+            inst.run = None
 
     main.__doc__ = original_main.__doc__
     main.__wrapped__ = original_main  # type: ignore[attr-defined]
@@ -190,11 +206,12 @@ def _make_create_sampling_client(inst: SailInstallation, original: Callable[...,
     ) -> SailFuture[Any]:
         _refuse_stability_info(record_stability_info)
         label = _label_from_path(model_path)
+        scope = inst.next_scope()  # here, in the order the loop asks, not in the background
 
         def fallback() -> Any:
             return original(self, model_path, retry_config=retry_config).result()
 
-        return submit_in_background(_sail_client_for_current_weights(inst, self, label, fallback))
+        return submit_in_background(_sail_client_for_current_weights(inst, self, label, fallback, scope))
 
     create_sampling_client.__wrapped__ = original  # type: ignore[attr-defined]
     return create_sampling_client
@@ -212,11 +229,12 @@ def _make_save_weights_and_get_sampling_client(inst: SailInstallation, original:
         if kind != "snapshot":
             raise SailUnsupportedError("kind", "Sail samples fixed weights: use kind='snapshot'", kind)
         label = f"snapshot-{next(inst.labels):06d}"
+        scope = inst.next_scope()
 
         def fallback() -> Any:
             return original(self, retry_config=retry_config).result()
 
-        return submit_in_background(_sail_client_for_current_weights(inst, self, label, fallback))
+        return submit_in_background(_sail_client_for_current_weights(inst, self, label, fallback, scope))
 
     save_weights_and_get_sampling_client.__wrapped__ = original  # type: ignore[attr-defined]
     return save_weights_and_get_sampling_client
@@ -251,7 +269,11 @@ def _label_from_path(model_path: str) -> str:
 
 
 async def _sail_client_for_current_weights(
-    inst: SailInstallation, training_client: Any, label: str, tinker_fallback: Callable[[], Any]
+    inst: SailInstallation,
+    training_client: Any,
+    label: str,
+    tinker_fallback: Callable[[], Any],
+    scope: SamplingScope | None,
 ) -> Any:
     """Export the training client's current weights for Sail and return a sampling client for them."""
     import tinker
@@ -279,6 +301,7 @@ async def _sail_client_for_current_weights(
         checkpoint=checkpoint,
         completion_window=settings.completion_window,
         fallback_sampling_client=fallback,
+        sampling_scope=scope,
         **settings.client_kwargs,
     )
 
