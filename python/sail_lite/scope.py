@@ -20,6 +20,11 @@ name that are open at the same time share one occurrence counter; a name that is
 again after every holder of it has gone starts counting from 1, which is what a rerun does
 (so: one scope name per set of samples, e.g. the run and the step). The counter is per
 process: two processes sampling identical requests in one scope name get the same samples.
+
+Sail compares bodies: a key reused with another body is refused (400 ``idempotency_error``).
+A rerun whose bodies differ in what the key leaves out (a LoRA URL signed or exported again)
+therefore re-attaches through a response journal (``journal=``, ``rust/src/journal.rs``):
+the response id of each accepted create, which the rerun polls instead of creating.
 """
 
 from __future__ import annotations
