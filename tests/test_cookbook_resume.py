@@ -45,7 +45,7 @@ def journal_lines(log_path: Path, version: int) -> int:
 def test_a_killed_rl_train_run_resumes_without_paying_twice(tmp_path):
     log_path = tmp_path / "run"
     # Each sample takes a few seconds, so the kill finds step 2's samples still running.
-    with Emulator(latency={"scale": 2.0}) as emu, TinkerTrainingDouble() as double:
+    with Emulator(latency={"scale": 3.0}) as emu, TinkerTrainingDouble() as double:
         first = start_run(emu, double, log_path, tmp_path / "first.json")
         try:
             got_there = wait_until(lambda: journal_lines(log_path, 2) == PER_STEP or first.poll() is not None, HANG_GUARD)
