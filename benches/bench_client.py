@@ -12,6 +12,7 @@ so far and ends the process."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import statistics
@@ -144,9 +145,16 @@ async def measure(spec: dict[str, Any], prompts: list[Any]) -> dict[str, Any]:
     warmup = workload.RunLog()
     if spec.get("warmup"):
         # Connection pools grown, code paths warm, runtimes built: steady state is what's measured.
+        # With `warmup_window`, the warm-up runs in another completion window (its own client):
+        # the process, engine and pools are warm, but nothing is learned for the measured window.
+        warm_client = client
+        if spec.get("warmup_window"):
+            warm_client = await open_client(spec["client"], dataclasses.replace(cfg, window=spec["warmup_window"]))
         concurrency = min(spec["concurrency"], spec.get("warmup_concurrency", WARMUP_CONCURRENCY))
-        await workload.run_bounded(client.sample, prompts, spec["warmup"], concurrency,
+        await workload.run_bounded(warm_client.sample, prompts, spec["warmup"], concurrency,
                                    spec.get("warmup_seconds", WARMUP_SECONDS), warmup)
+        if warm_client is not client:
+            await warm_client.aclose()
     emulator_stats(spec["base_url"], reset=True)
 
     m = Measurement(spec)
