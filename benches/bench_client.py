@@ -31,6 +31,7 @@ WARMUP_SECONDS = 5.0
 WARMUP_CONCURRENCY = 256  # sail-lite's and the aiohttp loop's connection pool size
 # How long past its time limit a run may take to wind down before the watchdog reports it.
 WATCHDOG_GRACE_SECONDS = 20.0
+GC_TIMER = probes.GcTimer()
 
 
 def emulator_stats(base_url: str, reset: bool = False) -> dict[str, Any]:
@@ -58,6 +59,7 @@ class Measurement:
         self.emu_cpu0 = probes.process_cpu_seconds(spec["emulator_pid"])
         self.threads0 = probes.thread_cpu_seconds()
         self.cpu0 = probes.cpu_seconds()
+        self.gc0 = GC_TIMER.snapshot()
         self.peaks = probes.PeakSampler(lambda: self.log.in_flight, interval=spec.get("sample_interval", 0.25))
 
     def result(self, cut_off: bool = False) -> dict[str, Any]:
@@ -67,6 +69,7 @@ class Measurement:
         cpu = probes.cpu_seconds() - self.cpu0 - harness_cpu
         threads = {name: s - self.threads0.get(name, 0.0) for name, s in probes.thread_cpu_seconds().items()}
         emu_cpu = probes.process_cpu_seconds(spec["emulator_pid"]) - self.emu_cpu0
+        gc_seconds, gc_collections = GC_TIMER.snapshot()
         server = emulator_stats(spec["base_url"])
         wall = log.wall_seconds or time.perf_counter() - self.started_at
         started = max(log.started, 1)
@@ -88,6 +91,9 @@ class Measurement:
             "emulator_cpu_us_per_sample": emu_cpu / started * 1e6,
             # Where the client's CPU went, by thread name (µs per sample; threads that ended are missing).
             "thread_cpu_us_per_sample": {k: round(v / started * 1e6, 1) for k, v in threads.items() if v > 0},
+            # Of the client's CPU, Python's garbage collector (any thread), and its collections by generation.
+            "gc_cpu_us_per_sample": (gc_seconds - self.gc0[0]) / started * 1e6,
+            "gc_collections": [b - a for a, b in zip(self.gc0[1], gc_collections)],
             "http_requests_per_sample": server["requests_total"] / started,
             "polls_per_sample": server["polls"] / started,
             "creates": server["creates"],
