@@ -33,6 +33,9 @@ def row(result: dict[str, Any]) -> dict[str, Any]:
         "wall_seconds": wall,
         "peak_in_flight": result.get("peak_in_flight"),
         "harness_cpu_us_per_sample": result.get("harness_cpu_us_per_sample"),
+        "gc_cpu_us_per_sample": result.get("gc_cpu_us_per_sample"),
+        "gc_collections": result.get("gc_collections"),
+        "thread_cpu_us_per_sample": result.get("thread_cpu_us_per_sample"),
         "warmup_succeeded": result.get("warmup_succeeded"),
         "warmup_wall_seconds": result.get("warmup_wall_seconds"),
         # Completed responses by how many polls found them pending first, and those polls by
@@ -53,7 +56,21 @@ def histogram_line(r: dict[str, Any]) -> str:
     harness = r.get("harness_cpu_us_per_sample")
     return (f"{r['client']}{warm}: peak in flight {r.get('peak_in_flight')}; responses by pending polls first (0, 1, ...): "
             f"{counts[:last + 1]}; pending polls before 0.75x the service time: {early:.2f} per response"
-            + ("" if harness is None else f"; harness sampler CPU (not counted) {harness:.0f} µs/sample"))
+            + ("" if harness is None else f"; harness sampler CPU (not counted) {harness:.0f} µs/sample")
+            + gc_note(r))
+
+
+def gc_note(r: dict[str, Any]) -> str:
+    """Of the client CPU, Python's garbage collector (a fresh process's first full collection
+    walks everything its imports made) and the threads (engine vs Python)."""
+    gc_us, gens = r.get("gc_cpu_us_per_sample"), r.get("gc_collections")
+    threads = r.get("thread_cpu_us_per_sample") or {}
+    parts = []
+    if gc_us is not None and gens:
+        parts.append(f"Python GC {gc_us:.0f} µs/sample ({gens[2]} full collections)")
+    if threads:
+        parts.append("by thread " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(threads.items())))
+    return "; " + "; ".join(parts) if parts else ""
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -506,9 +506,15 @@ impl Ctx {
                 if poll_at <= now {
                     break;
                 }
-                let recheck = match hint {
-                    Some(_) => poll_at - now,
-                    None => coalesced_wait((poll_at - now).min(now.mul_f64(0.5).max(REPLAN_MIN_WAIT)), now, process_epoch().elapsed()),
+                let wake = match hint {
+                    Some(_) => Wake::Poll(poll_at - now),
+                    None => plan_wake(poll_at - now, now, process_epoch().elapsed()),
+                };
+                // Every wake-up re-plans; one at the poll's slot boundary then finds it due
+                // (`Wake::PollNow`) unless new completions moved the plan past that slot.
+                let recheck = match wake {
+                    Wake::PollNow => break,
+                    Wake::Poll(d) | Wake::Replan(d) => d,
                 };
                 match self.sleep(recheck).await {
                     Ok(()) => {}
@@ -687,28 +693,78 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 /// The shortest wait between re-plans of a pending sample (re-planning takes no request).
 const REPLAN_MIN_WAIT: Duration = Duration::from_millis(100);
 
-/// A waiting sample's wake-up is rounded up to a slot of absolute time shared by the process:
-/// a power of two milliseconds, at most this fraction of the sample's elapsed time (so at most
-/// that much added lateness). Samples whose plans differ a little (a cold cohort's spread
-/// polls) then wake, and poll, together instead of costing the runtime a thread wake-up each.
-const COALESCE_FRACTION: f64 = 0.0025;
-const COALESCE_MAX_SLOT_MS: f64 = 256.0;
+/// A waiting sample's wake-ups land on slots of absolute time shared by the process, so
+/// samples whose plans differ a little (a cold cohort's spread polls, a cohort's creates spread
+/// over a second) wake, and poll, together instead of costing the engine thread a wake-up each.
+/// A poll moves to the nearest boundary of a slot of a power of two milliseconds, at most
+/// `POLL_SLOT_FRACTION` of the sample's elapsed time: at most half that early or late, and as
+/// often one as the other, so lateness is unchanged on average.
+const POLL_SLOT_FRACTION: f64 = 0.02;
+const POLL_MAX_SLOT_MS: f64 = 4096.0;
+/// A re-plan-only wake-up (no poll due yet) adds no lateness, so it is rounded up (to a slot at
+/// most this fraction of the elapsed time, never past the poll's boundary). A coarser 1/16
+/// saved no more CPU, and its standard-like warm runs made more requests in 5 of 6 (BENCHMARKS.md).
+const REPLAN_SLOT_FRACTION: f64 = 1.0 / 64.0;
+const REPLAN_MAX_SLOT_MS: f64 = 4096.0;
 
 fn process_epoch() -> Instant {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
 }
 
-/// `wait` from now, extended to the end of its slot; `since_epoch` is now on the shared clock.
-fn coalesced_wait(wait: Duration, elapsed: Duration, since_epoch: Duration) -> Duration {
-    let slot_ms = (elapsed.as_secs_f64() * COALESCE_FRACTION * 1e3).min(COALESCE_MAX_SLOT_MS);
-    if slot_ms < 2.0 {
-        return wait;
+/// What a waiting sample does next.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Wake {
+    /// Poll at once (the poll's slot boundary has passed).
+    PollNow,
+    /// Sleep this long, to the poll's slot boundary (then re-plan: the poll is due unless the
+    /// estimate moved it past that slot).
+    Poll(Duration),
+    /// Sleep this long, then re-plan (other samples' completions may have moved the estimate).
+    Replan(Duration),
+}
+
+/// The next wake-up of a sample whose poll is due `until_poll` from now, at `elapsed` since its
+/// create (`since_epoch`: now on the shared clock). It re-plans every half its elapsed time (at
+/// least `REPLAN_MIN_WAIT`) until the poll comes first.
+fn plan_wake(until_poll: Duration, elapsed: Duration, since_epoch: Duration) -> Wake {
+    let poll = nearest_slot_wait(until_poll, elapsed, since_epoch);
+    let replan = elapsed.mul_f64(0.5).max(REPLAN_MIN_WAIT);
+    if replan < poll {
+        let coarse =
+            slot_size(elapsed, REPLAN_SLOT_FRACTION, REPLAN_MAX_SLOT_MS).map_or(replan, |slot| round_up(replan, since_epoch, slot));
+        if coarse < poll {
+            return Wake::Replan(coarse);
+        }
     }
-    let slot = Duration::from_millis(1u64 << (slot_ms.log2().floor() as u32)).as_nanos();
+    if poll.is_zero() {
+        Wake::PollNow
+    } else {
+        Wake::Poll(poll)
+    }
+}
+
+/// A slot of a power of two milliseconds, at most `fraction` of `elapsed` and `max_ms`; none
+/// under 2 ms (the timer's resolution is 1 ms).
+fn slot_size(elapsed: Duration, fraction: f64, max_ms: f64) -> Option<u128> {
+    let slot_ms = (elapsed.as_secs_f64() * fraction * 1e3).min(max_ms);
+    (slot_ms >= 2.0).then(|| Duration::from_millis(1u64 << (slot_ms.log2().floor() as u32)).as_nanos())
+}
+
+/// `wait` from now, extended to the end of its slot.
+fn round_up(wait: Duration, since_epoch: Duration, slot: u128) -> Duration {
     let target = (since_epoch + wait).as_nanos();
-    let end = target.div_ceil(slot) * slot;
-    wait + Duration::from_nanos((end - target) as u64)
+    wait + Duration::from_nanos((target.div_ceil(slot) * slot - target) as u64)
+}
+
+/// `until_poll` from now, moved to the nearest boundary of the poll's slot (zero if that has passed).
+fn nearest_slot_wait(until_poll: Duration, elapsed: Duration, since_epoch: Duration) -> Duration {
+    let Some(slot) = slot_size(elapsed, POLL_SLOT_FRACTION, POLL_MAX_SLOT_MS) else {
+        return until_poll;
+    };
+    let (now, target) = (since_epoch.as_nanos(), (since_epoch + until_poll).as_nanos());
+    let nearest = (target + slot / 2) / slot * slot;
+    Duration::from_nanos(nearest.saturating_sub(now) as u64)
 }
 
 /// One key per logical sample, reused on every attempt of its create.
@@ -722,23 +778,54 @@ mod tests {
     use std::collections::BTreeMap;
 
     #[test]
-    fn wake_ups_share_slots_and_add_at_most_the_fraction() {
+    fn polls_move_to_the_nearest_shared_slot_and_re_plans_never_pass_them() {
         let ms = Duration::from_millis;
-        // Short waits (a slot under 2 ms) are left alone.
-        assert_eq!(coalesced_wait(ms(5), ms(300), ms(1234)), ms(5));
-        // 15 s elapsed: 32 ms slots; two samples 10 ms apart wake at the same instant.
-        let epoch_now = Duration::from_nanos(1_000_000_123);
-        let a = coalesced_wait(ms(100), Duration::from_secs(15), epoch_now);
-        let b = coalesced_wait(ms(110), Duration::from_secs(15), epoch_now);
-        assert_eq!(epoch_now + a, epoch_now + b);
-        for (wait, elapsed) in [(ms(100), 15_000), (ms(7), 3_000), (ms(2_000), 600_000), (ms(0), 40_000)] {
-            let elapsed = ms(elapsed);
-            let w = coalesced_wait(wait, elapsed, epoch_now);
-            assert!(w >= wait && w <= wait + elapsed.mul_f64(COALESCE_FRACTION), "{wait:?} at {elapsed:?}: {w:?}");
-            let slot_ms = (elapsed.as_secs_f64() * COALESCE_FRACTION * 1e3).min(COALESCE_MAX_SLOT_MS);
-            if slot_ms >= 2.0 {
-                let slot = 1_000_000u128 << (slot_ms.log2().floor() as u32);
-                assert_eq!((epoch_now + w).as_nanos() % slot, 0, "{wait:?} at {elapsed:?}: not on a slot");
+        let epoch_now = Duration::from_nanos(7_000_000_321);
+        let poll_wait = |w: Wake| match w {
+            Wake::Poll(d) => d,
+            Wake::PollNow => Duration::ZERO,
+            Wake::Replan(d) => panic!("a re-plan at {d:?}"),
+        };
+        // Early on (a slot under 2 ms: elapsed < 100 ms) nothing moves.
+        assert_eq!(plan_wake(ms(5), ms(30), epoch_now), Wake::Poll(ms(5)));
+        // 15 s elapsed: 256 ms poll slots (<= 2%); two samples whose polls are 40 ms apart poll together.
+        let a = poll_wait(plan_wake(ms(1_000), ms(15_000), epoch_now));
+        let b = poll_wait(plan_wake(ms(1_040), ms(15_000), epoch_now));
+        assert_eq!(a, b);
+        assert_eq!((epoch_now + a).as_nanos() % 256_000_000, 0);
+        // A poll whose nearest boundary has passed is due now.
+        let boundary = Duration::from_nanos(7_168_000_000);
+        assert_eq!(plan_wake(ms(10), ms(15_000), boundary + ms(20)), Wake::PollNow);
+        // 8 s elapsed, poll due in 5 s: a re-plan at +4 s, rounded up to a 64 ms slot (<= 1/64 of 8 s).
+        let Wake::Replan(r) = plan_wake(ms(5_000), ms(8_000), epoch_now) else { panic!() };
+        assert!(r >= ms(4_000) && r <= ms(4_000) + ms(8_000) / 64, "{r:?}");
+        assert_eq!((epoch_now + r).as_nanos() % 64_000_000, 0);
+        // Samples 60 ms apart in age (a cohort's creates) whose polls differ share the re-plan.
+        assert_eq!(plan_wake(ms(6_300), ms(7_950), epoch_now), Wake::Replan(r));
+        // A re-plan the slot would round up onto (or past) the poll's boundary is the poll's
+        // wake-up: at 8.2 s both slots are 128 ms; the re-plan (11.109 s) and the poll (11.159 s)
+        // both land on 11.136 s.
+        let later = epoch_now + ms(9);
+        let Wake::Poll(p) = plan_wake(ms(4_150), ms(8_200), later) else { panic!() };
+        assert_eq!((later + p).as_nanos(), 11_136_000_000);
+        // Properties: a poll moves by at most half a slot (<= 1% of elapsed) either way; a re-plan
+        // comes no earlier than planned and never after the poll would have.
+        for elapsed in [0u64, 5, 31, 99, 100, 900, 3_000, 15_000, 90_000, 600_000, 3_600_000] {
+            for until_poll in [1u64, 40, 150, 700, 2_000, 9_000, 60_000, 400_000] {
+                for epoch in [epoch_now, epoch_now + ms(elapsed / 3 + 1), Duration::from_secs(86_400)] {
+                    let (e, u) = (ms(elapsed), ms(until_poll));
+                    let half_slot = e.mul_f64(POLL_SLOT_FRACTION / 2.0).min(ms(2_048));
+                    let poll = nearest_slot_wait(u, e, epoch);
+                    assert!(poll + half_slot >= u && poll <= u + half_slot, "{e:?} {u:?}: {poll:?}");
+                    match plan_wake(u, e, epoch) {
+                        Wake::PollNow => assert!(poll.is_zero()),
+                        Wake::Poll(d) => assert_eq!(d, poll),
+                        Wake::Replan(d) => {
+                            let replan = e.mul_f64(0.5).max(REPLAN_MIN_WAIT);
+                            assert!(d >= replan && d < poll && d <= replan + e / 64, "{e:?} {u:?}: {d:?}");
+                        }
+                    }
+                }
             }
         }
     }
