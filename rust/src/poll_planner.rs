@@ -100,6 +100,8 @@ pub struct ServiceTimeModel {
     observations: u64,
     /// Cumulative mass (learned + prior) at each bin's upper edge; rebuilt lazily.
     cumulative: Vec<f64>,
+    /// The same without the prior: what was learned alone.
+    learned_cumulative: Vec<f64>,
     dirty: bool,
 }
 
@@ -131,6 +133,7 @@ impl ServiceTimeModel {
             increment: 1.0,
             observations: 0,
             cumulative: vec![0.0; BINS],
+            learned_cumulative: vec![0.0; BINS],
             dirty: true,
         }
     }
@@ -200,9 +203,11 @@ impl ServiceTimeModel {
         }
         // The prior weighs `prior_weight` observations of the current weight.
         let pw = self.prior_weight * self.increment;
-        let mut acc = 0.0;
+        let (mut acc, mut learned) = (0.0, 0.0);
         for i in 0..BINS {
+            learned += self.mass[i] + self.vague_factor * self.vague[i];
             acc += self.mass[i] + self.vague_factor * self.vague[i] + pw * self.prior[i];
+            self.learned_cumulative[i] = learned;
             self.cumulative[i] = acc;
         }
         self.dirty = false;
@@ -224,6 +229,19 @@ impl ServiceTimeModel {
         let below = if i == 0 { 0.0 } else { self.cumulative[i - 1] };
         let inside = self.cumulative[i] - below;
         ((below + inside * (b - i as f64)) / total).clamp(0.0, 1.0)
+    }
+
+    /// Whether a sample still pending at `seconds` is past (almost) everything learned: an
+    /// outlier, about whose future only the prior's leftover weight would speak.
+    pub fn beyond_learned(&mut self, seconds: f64) -> bool {
+        self.refresh();
+        let total = self.learned_cumulative[BINS - 1];
+        if total <= 0.0 {
+            return false;
+        }
+        let i = (bin_of(seconds) as usize).min(BINS - 1);
+        let below = if i == 0 { 0.0 } else { self.learned_cumulative[i - 1] };
+        below / total >= 1.0 - SKIP_MASS
     }
 
     /// The smallest time with cdf >= p (log-interpolated within a bin); None if p >= 1.
@@ -253,7 +271,10 @@ pub fn plan_next(model: &mut ServiceTimeModel, t: f64, overhead: f64, warm: bool
     let ratio = 1.0 + if warm { WARM_RATIO } else { COLD_RATIO } * overhead;
     let mut next = (t * ratio).max(t + MIN_INTERVAL);
     let reached = model.cdf(t);
-    if reached + SKIP_MASS < 1.0 {
+    // Skip ahead only on what was learned (or, cold, the prior): an outlier past everything
+    // learned would otherwise jump to the prior's leftover weight at the window's documented
+    // scale (a minute for priority) and be seen far late; it steps geometrically instead.
+    if reached + SKIP_MASS < 1.0 && !(warm && model.beyond_learned(t)) {
         if let Some(q) = model.quantile(reached + SKIP_MASS) {
             next = next.max(q);
         }
@@ -549,6 +570,21 @@ mod tests {
             assert!(late / s <= 0.09 + 1e-9, "{s}s: {}", late / s);
             assert!(polls < 200, "{s}s: {polls}");
         }
+    }
+
+    #[test]
+    fn an_outlier_soon_after_warm_up_is_not_planned_from_the_prior() {
+        // Three completions at ~1 s leave the 60 s prior ~0.5% of the mass: a sample still
+        // pending at 1.3 s must step geometrically, not skip to the prior's body (~100 s).
+        let mut m = ServiceTimeModel::with_prior(60.0);
+        for (lo, hi) in [(0.95, 1.0), (0.97, 1.02), (1.0, 1.05)] {
+            m.observe(lo, hi);
+        }
+        let next = plan_next(&mut m, 1.3, 0.05, true, 0.5);
+        assert!(next <= 1.3 * (1.0 + WARM_RATIO * 0.05) + 1e-9, "planned {next} s");
+        // Before the learned mass ends, skipping over stretches where nothing finishes still works.
+        let early = plan_next(&mut m, 0.1, 0.05, true, 0.5);
+        assert!(early >= 0.9, "planned {early} s");
     }
 
     #[test]
