@@ -311,11 +311,6 @@ class SailTokenCompleter(_EngineCompleter):
         c = self._config
         if c["completion_window"] == "asap":
             raise SailArgumentError("sampling_scope", _ASAP_SCOPE_EXPECTED, "asap")
-        metadata = self._request_metadata()
-        if not active.lora_in_key:
-            # The scope's name identifies the weights; their URL may change between runs.
-            metadata.pop("lora", None)
-            metadata.pop("tinker_lora_name", None)
         fingerprint = scope.request_fingerprint(
             model=c["model"],
             completion_window=c["completion_window"],
@@ -324,8 +319,9 @@ class SailTokenCompleter(_EngineCompleter):
             temperature=c["temperature"],
             top_p=c["top_p"],
             stop=stop_strings if stop_strings else stop_ids,
-            metadata=metadata,
+            metadata=self._request_metadata(),
             request_logprobs=c["request_logprobs"],
+            lora_in_key=active.lora_in_key,
         )
         return active.idempotency_key(fingerprint), active.journal
 

@@ -218,18 +218,24 @@ def request_fingerprint(
     lora: str | None = None,
     metadata: Mapping[str, str] | None = None,
     request_logprobs: bool = True,
+    lora_in_key: bool = True,
 ) -> str:
     """A stable digest (32 hex characters) of everything that defines one sample.
 
     ``lora`` is the LoRA source as sent (a Sail LoRA name or a signed URL: only its scheme,
     host and path count). ``metadata`` is the rest of the request's metadata; its ``lora``
     entry is treated like ``lora`` and ``completion_window`` is taken from the argument.
+    ``lora_in_key=False`` leaves the LoRA source and its ``tinker_lora_name`` label out (see
+    :func:`sampling_scope`).
     """
     meta = dict(metadata or {})
     meta.pop("completion_window", None)
     if lora is None:
         lora = meta.get("lora")
     meta.pop("lora", None)
+    if not lora_in_key:
+        lora = None
+        meta.pop("tinker_lora_name", None)
     if isinstance(stop, str):
         stop_part: Any = {"strings": [stop]}
     elif stop is None:
