@@ -6,7 +6,7 @@ use crate::engine::{Engine, HttpPool, Metrics};
 use crate::exit_cancel;
 use crate::hub::{Completion, Event, Hub, SampleOutput, SampleStats, DEBUG, INFO, WARNING};
 use crate::journal::Journal;
-use crate::poll_planner::{poll_phase, PollPlanner};
+use crate::poll_planner::{poll_phase, ColdRole, PollPlanner};
 use crate::request_body::{self, SamplingDefaults, Stop};
 use crate::retry::{self, RetryPolicy};
 use crate::sample_error::{ErrorKind, SampleError};
@@ -469,6 +469,7 @@ impl Ctx {
         let sampler = self.sampler.clone();
         let poll_url = sampler.response_url(&id, None);
         let mut last_pending = Duration::ZERO;
+        let (mut cold_role, cold_news) = (ColdRole::default(), sampler.config.poll.cold_news());
         loop {
             match outcome {
                 PollOutcome::Pending => {}
@@ -501,7 +502,15 @@ impl Ctx {
             // samples' completions may have moved the estimate meanwhile (a cohort finishes together).
             let (planned_from, hint) = (since.elapsed(), self.poll_hint.take());
             loop {
-                let poll_at = sampler.config.poll.next_poll(planned_from, hint, poll_phase(self.request_id, self.stats.polls));
+                // Cold, a completion learned by any sample of the key re-plans this one at once
+                // (listening before planning, so none is missed in between).
+                let mut news = std::pin::pin!(cold_news.next());
+                let cold = sampler.config.poll.is_cold();
+                if cold {
+                    news.as_mut().enable();
+                }
+                let phase = poll_phase(self.request_id, self.stats.polls);
+                let poll_at = sampler.config.poll.next_poll(planned_from, hint, phase, &mut cold_role);
                 let now = since.elapsed();
                 if poll_at <= now {
                     break;
@@ -516,7 +525,15 @@ impl Ctx {
                     Wake::PollNow => break,
                     Wake::Poll(d) | Wake::Replan(d) => d,
                 };
-                match self.sleep(recheck).await {
+                let slept = if cold {
+                    tokio::select! {
+                        slept = self.sleep(recheck) => slept,
+                        () = news => Ok(()),
+                    }
+                } else {
+                    self.sleep(recheck).await
+                };
+                match slept {
                     Ok(()) => {}
                     Err(abort) => {
                         self.spawn_server_cancel(&id);
