@@ -792,7 +792,7 @@ mod tests {
                         break;
                     }
                     match replies.next() {
-                        Some(r) if r.is_empty() => break, // close without answering
+                        Some([]) => break, // close without answering
                         Some(r) => socket.write_all(r).await.unwrap(),
                         None => return connections,
                     }
