@@ -20,6 +20,7 @@ def row(result: dict[str, Any]) -> dict[str, Any]:
     wall = result.get("wall_seconds") or 0
     return {
         "client": result.get("client"),
+        "failed": result.get("failed"),
         "succeeded": result.get("succeeded"),
         "errors": result.get("errors"),
         "timed_out": result.get("timed_out"),
@@ -80,6 +81,9 @@ def markdown(report: dict[str, Any]) -> str:
                   "| client | ok | requests/sample | client CPU µs/sample | lateness p50 | lateness p99 | server req/s | wall s |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in sc["rows"]:
+            if r.get("failed"):
+                lines.append(f"| {r['client']} | failed: {str(r['failed']).splitlines()[-1][:160]} | | | | | | |")
+                continue
             pct = lambda x: "n/a" if x is None else f"{100 * x:.1f}%"
             cpu = r["client_cpu_us_per_sample"]
             rps = r["server_requests_per_second"]
