@@ -82,6 +82,14 @@ fn bin_of(seconds: f64) -> f64 {
     ((seconds.max(MIN_SECONDS) / MIN_SECONDS).log2() * BINS_PER_OCTAVE).clamp(0.0, BINS as f64 - 1e-9)
 }
 
+/// The mass of a cumulative histogram up to `seconds`, log-interpolated within its bin.
+fn mass_up_to(cumulative: &[f64], seconds: f64) -> f64 {
+    let b = bin_of(seconds);
+    let i = b as usize;
+    let below = if i == 0 { 0.0 } else { cumulative[i - 1] };
+    below + (cumulative[i] - below) * (b - i as f64)
+}
+
 fn bin_edge(bin: f64) -> f64 {
     MIN_SECONDS * (bin / BINS_PER_OCTAVE).exp2()
 }
@@ -240,11 +248,7 @@ impl ServiceTimeModel {
         if total <= 0.0 {
             return 0.0;
         }
-        let b = bin_of(seconds);
-        let i = b as usize;
-        let below = if i == 0 { 0.0 } else { self.cumulative[i - 1] };
-        let inside = self.cumulative[i] - below;
-        ((below + inside * (b - i as f64)) / total).clamp(0.0, 1.0)
+        (mass_up_to(&self.cumulative, seconds) / total).clamp(0.0, 1.0)
     }
 
     /// Whether a sample still pending at `seconds` is past (almost) everything learned: an
@@ -257,11 +261,7 @@ impl ServiceTimeModel {
         }
         // Within its bin too: the first completions of a cohort all end in the bin of the poll
         // that found them, where a sample still pending is already past them.
-        let b = bin_of(seconds);
-        let i = (b as usize).min(BINS - 1);
-        let below = if i == 0 { 0.0 } else { self.learned_cumulative[i - 1] };
-        let inside = self.learned_cumulative[i] - below;
-        (below + inside * (b - i as f64).min(1.0)) / total >= 1.0 - SKIP_MASS
+        mass_up_to(&self.learned_cumulative, seconds) / total >= 1.0 - SKIP_MASS
     }
 
     /// The smallest time with cdf >= p (log-interpolated within a bin); None if p >= 1.
