@@ -19,14 +19,14 @@ test-rust:
 	$(CARGO) test --workspace --release
 
 # Static checks: lint and format of the Python package, strict types (the extension through its
-# stub, which stubtest keeps honest), and the Rust workspace's fmt and clippy.
+# stub, which stubtest keeps honest), and the Rust workspace's fmt and clippy (its tests and simulations too).
 lint: build
 	$(VENV)/bin/ruff check python/sail_lite
 	$(VENV)/bin/ruff format --check python/sail_lite
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest sail_lite._core
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --release -- -D warnings
+	$(CARGO) clippy --workspace --release --all-targets -- -D warnings
 
 # Long soaks are behind the `soak` marker (run by `make soak`).
 test-python: build
