@@ -548,7 +548,7 @@ impl PollPlanner {
 /// How many completions a sample's key and window had learned when it started (see
 /// `ServiceTimeModel::observe_polled`). In a forked child it is ahead of the fresh models: a
 /// completion then weighs as the newest.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Started {
     key: u64,
     window: u64,
