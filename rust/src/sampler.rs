@@ -470,7 +470,7 @@ impl Ctx {
         let poll_url = sampler.response_url(&id, None);
         let mut last_pending = Duration::ZERO;
         let (mut cold_role, cold_news) = (ColdRole::default(), sampler.config.poll.cold_news());
-        let started = sampler.config.poll.started();
+        let mut in_flight = sampler.config.poll.start(learn);
         loop {
             match outcome {
                 PollOutcome::Pending => {}
@@ -560,8 +560,11 @@ impl Ctx {
                 }
             };
             match outcome {
-                PollOutcome::Pending => last_pending = poll_sent,
-                PollOutcome::Completed(_) if learn => sampler.config.poll.observe(last_pending, poll_sent, started),
+                PollOutcome::Pending => {
+                    last_pending = poll_sent;
+                    in_flight.still_pending(poll_sent);
+                }
+                PollOutcome::Completed(_) if learn => sampler.config.poll.observe(last_pending, poll_sent, &mut in_flight),
                 _ => {}
             }
         }
