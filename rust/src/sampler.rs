@@ -516,9 +516,10 @@ impl Ctx {
                 if poll_at <= now {
                     break;
                 }
+                let slot_fraction = if cold { COLD_POLL_SLOT_FRACTION } else { POLL_SLOT_FRACTION };
                 let wake = match hint {
                     Some(_) => Wake::Poll(poll_at - now),
-                    None => plan_wake(poll_at - now, now, process_epoch().elapsed()),
+                    None => plan_wake(poll_at - now, now, process_epoch().elapsed(), slot_fraction),
                 };
                 // Every wake-up re-plans; one at the poll's slot boundary then finds it due
                 // (`Wake::PollNow`) unless new completions moved the plan past that slot.
@@ -721,6 +722,10 @@ const REPLAN_MIN_WAIT: Duration = Duration::from_millis(100);
 /// `POLL_SLOT_FRACTION` of the sample's elapsed time: at most half that early or late, and as
 /// often one as the other, so lateness is unchanged on average.
 const POLL_SLOT_FRACTION: f64 = 0.02;
+/// Cold, polls are spread on purpose (scouts probe the prior) and come a cold step (~18%) apart,
+/// so they share coarser slots: ungrouped, each cold poll cost the engine thread two wake-ups
+/// of its own (one to send, one to read), 0.6 more per sample than warm (BENCHMARKS.md).
+const COLD_POLL_SLOT_FRACTION: f64 = 0.08;
 const POLL_MAX_SLOT_MS: f64 = 4096.0;
 /// A re-plan-only wake-up (no poll due yet) adds no lateness, so it is rounded up (to a slot at
 /// most this fraction of the elapsed time, never past the poll's boundary). A coarser 1/16
@@ -746,10 +751,11 @@ enum Wake {
 }
 
 /// The next wake-up of a sample whose poll is due `until_poll` from now, at `elapsed` since its
-/// create (`since_epoch`: now on the shared clock). It re-plans every half its elapsed time (at
-/// least `REPLAN_MIN_WAIT`) until the poll comes first.
-fn plan_wake(until_poll: Duration, elapsed: Duration, since_epoch: Duration) -> Wake {
-    let poll = nearest_slot_wait(until_poll, elapsed, since_epoch);
+/// create (`since_epoch`: now on the shared clock), its poll moved to a slot of at most
+/// `slot_fraction` of `elapsed`. It re-plans every half its elapsed time (at least
+/// `REPLAN_MIN_WAIT`) until the poll comes first.
+fn plan_wake(until_poll: Duration, elapsed: Duration, since_epoch: Duration, slot_fraction: f64) -> Wake {
+    let poll = nearest_slot_wait(until_poll, elapsed, since_epoch, slot_fraction);
     let replan = elapsed.mul_f64(0.5).max(REPLAN_MIN_WAIT);
     if replan < poll {
         let coarse =
@@ -779,8 +785,8 @@ fn round_up(wait: Duration, since_epoch: Duration, slot: u128) -> Duration {
 }
 
 /// `until_poll` from now, moved to the nearest boundary of the poll's slot (zero if that has passed).
-fn nearest_slot_wait(until_poll: Duration, elapsed: Duration, since_epoch: Duration) -> Duration {
-    let Some(slot) = slot_size(elapsed, POLL_SLOT_FRACTION, POLL_MAX_SLOT_MS) else {
+fn nearest_slot_wait(until_poll: Duration, elapsed: Duration, since_epoch: Duration, slot_fraction: f64) -> Duration {
+    let Some(slot) = slot_size(elapsed, slot_fraction, POLL_MAX_SLOT_MS) else {
         return until_poll;
     };
     let (now, target) = (since_epoch.as_nanos(), (since_epoch + until_poll).as_nanos());
@@ -801,6 +807,7 @@ mod tests {
     #[test]
     fn polls_move_to_the_nearest_shared_slot_and_re_plans_never_pass_them() {
         let ms = Duration::from_millis;
+        let warm = POLL_SLOT_FRACTION;
         let epoch_now = Duration::from_nanos(7_000_000_321);
         let poll_wait = |w: Wake| match w {
             Wake::Poll(d) => d,
@@ -808,42 +815,48 @@ mod tests {
             Wake::Replan(d) => panic!("a re-plan at {d:?}"),
         };
         // Early on (a slot under 2 ms: elapsed < 100 ms) nothing moves.
-        assert_eq!(plan_wake(ms(5), ms(30), epoch_now), Wake::Poll(ms(5)));
+        assert_eq!(plan_wake(ms(5), ms(30), epoch_now, warm), Wake::Poll(ms(5)));
         // 15 s elapsed: 256 ms poll slots (<= 2%); two samples whose polls are 40 ms apart poll together.
-        let a = poll_wait(plan_wake(ms(1_000), ms(15_000), epoch_now));
-        let b = poll_wait(plan_wake(ms(1_040), ms(15_000), epoch_now));
+        let a = poll_wait(plan_wake(ms(1_000), ms(15_000), epoch_now, warm));
+        let b = poll_wait(plan_wake(ms(1_040), ms(15_000), epoch_now, warm));
         assert_eq!(a, b);
         assert_eq!((epoch_now + a).as_nanos() % 256_000_000, 0);
         // A poll whose nearest boundary has passed is due now.
         let boundary = Duration::from_nanos(7_168_000_000);
-        assert_eq!(plan_wake(ms(10), ms(15_000), boundary + ms(20)), Wake::PollNow);
+        assert_eq!(plan_wake(ms(10), ms(15_000), boundary + ms(20), warm), Wake::PollNow);
         // 8 s elapsed, poll due in 5 s: a re-plan at +4 s, rounded up to a 64 ms slot (<= 1/64 of 8 s).
-        let Wake::Replan(r) = plan_wake(ms(5_000), ms(8_000), epoch_now) else { panic!() };
+        let Wake::Replan(r) = plan_wake(ms(5_000), ms(8_000), epoch_now, warm) else { panic!() };
         assert!(r >= ms(4_000) && r <= ms(4_000) + ms(8_000) / 64, "{r:?}");
         assert_eq!((epoch_now + r).as_nanos() % 64_000_000, 0);
         // Samples 60 ms apart in age (a cohort's creates) whose polls differ share the re-plan.
-        assert_eq!(plan_wake(ms(6_300), ms(7_950), epoch_now), Wake::Replan(r));
+        assert_eq!(plan_wake(ms(6_300), ms(7_950), epoch_now, warm), Wake::Replan(r));
         // A re-plan the slot would round up onto (or past) the poll's boundary is the poll's
         // wake-up: at 8.2 s both slots are 128 ms; the re-plan (11.109 s) and the poll (11.159 s)
         // both land on 11.136 s.
         let later = epoch_now + ms(9);
-        let Wake::Poll(p) = plan_wake(ms(4_150), ms(8_200), later) else { panic!() };
+        let Wake::Poll(p) = plan_wake(ms(4_150), ms(8_200), later, warm) else { panic!() };
         assert_eq!((later + p).as_nanos(), 11_136_000_000);
-        // Properties: a poll moves by at most half a slot (<= 1% of elapsed) either way; a re-plan
-        // comes no earlier than planned and never after the poll would have.
-        for elapsed in [0u64, 5, 31, 99, 100, 900, 3_000, 15_000, 90_000, 600_000, 3_600_000] {
-            for until_poll in [1u64, 40, 150, 700, 2_000, 9_000, 60_000, 400_000] {
-                for epoch in [epoch_now, epoch_now + ms(elapsed / 3 + 1), Duration::from_secs(86_400)] {
-                    let (e, u) = (ms(elapsed), ms(until_poll));
-                    let half_slot = e.mul_f64(POLL_SLOT_FRACTION / 2.0).min(ms(2_048));
-                    let poll = nearest_slot_wait(u, e, epoch);
-                    assert!(poll + half_slot >= u && poll <= u + half_slot, "{e:?} {u:?}: {poll:?}");
-                    match plan_wake(u, e, epoch) {
-                        Wake::PollNow => assert!(poll.is_zero()),
-                        Wake::Poll(d) => assert_eq!(d, poll),
-                        Wake::Replan(d) => {
-                            let replan = e.mul_f64(0.5).max(REPLAN_MIN_WAIT);
-                            assert!(d >= replan && d < poll && d <= replan + e / 64, "{e:?} {u:?}: {d:?}");
+        // Cold, 15 s elapsed: 1,024 ms slots (<= 8%); polls 400 ms apart share one.
+        let cold = |u| poll_wait(plan_wake(ms(u), ms(15_000), epoch_now, COLD_POLL_SLOT_FRACTION));
+        assert_eq!(cold(3_000), cold(3_400));
+        assert_eq!((epoch_now + cold(3_000)).as_nanos() % 1_024_000_000, 0);
+        // Properties: a poll moves by at most half a slot (<= 1% of elapsed warm, 4% cold) either
+        // way; a re-plan comes no earlier than planned and never after the poll would have.
+        for fraction in [POLL_SLOT_FRACTION, COLD_POLL_SLOT_FRACTION] {
+            for elapsed in [0u64, 5, 31, 99, 100, 900, 3_000, 15_000, 90_000, 600_000, 3_600_000] {
+                for until_poll in [1u64, 40, 150, 700, 2_000, 9_000, 60_000, 400_000] {
+                    for epoch in [epoch_now, epoch_now + ms(elapsed / 3 + 1), Duration::from_secs(86_400)] {
+                        let (e, u) = (ms(elapsed), ms(until_poll));
+                        let half_slot = e.mul_f64(fraction / 2.0).min(ms(2_048));
+                        let poll = nearest_slot_wait(u, e, epoch, fraction);
+                        assert!(poll + half_slot >= u && poll <= u + half_slot, "{e:?} {u:?}: {poll:?}");
+                        match plan_wake(u, e, epoch, fraction) {
+                            Wake::PollNow => assert!(poll.is_zero()),
+                            Wake::Poll(d) => assert_eq!(d, poll),
+                            Wake::Replan(d) => {
+                                let replan = e.mul_f64(0.5).max(REPLAN_MIN_WAIT);
+                                assert!(d >= replan && d < poll && d <= replan + e / 64, "{e:?} {u:?}: {d:?}");
+                            }
                         }
                     }
                 }
