@@ -59,6 +59,7 @@ class Measurement:
         self.rss_before = probes.current_rss_kb()
         self.emu_cpu0 = probes.process_cpu_seconds(spec["emulator_pid"])
         self.threads0 = probes.thread_cpu_seconds()
+        self.wakeups0 = probes.thread_wakeups()
         self.cpu0 = probes.cpu_seconds()
         self.gc0 = GC_TIMER.snapshot()
         self.peaks = probes.PeakSampler(lambda: self.log.in_flight, interval=spec.get("sample_interval", 0.25))
@@ -69,6 +70,7 @@ class Measurement:
         harness_cpu = peaks.cpu_seconds
         cpu = probes.cpu_seconds() - self.cpu0 - harness_cpu
         threads = {name: s - self.threads0.get(name, 0.0) for name, s in probes.thread_cpu_seconds().items()}
+        wakeups = {name: n - self.wakeups0.get(name, 0) for name, n in probes.thread_wakeups().items()}
         emu_cpu = probes.process_cpu_seconds(spec["emulator_pid"]) - self.emu_cpu0
         gc_seconds, gc_collections = GC_TIMER.snapshot()
         server = emulator_stats(spec["base_url"])
@@ -92,6 +94,9 @@ class Measurement:
             "emulator_cpu_us_per_sample": emu_cpu / started * 1e6,
             # Where the client's CPU went, by thread name (µs per sample; threads that ended are missing).
             "thread_cpu_us_per_sample": {k: round(v / started * 1e6, 1) for k, v in threads.items() if v > 0},
+            # How often each thread slept and was woken again, per sample ("python" includes the
+            # harness's sampler thread, 4 wake-ups a second).
+            "thread_wakeups_per_sample": {k: round(n / started, 2) for k, n in wakeups.items() if n > 0},
             # Of the client's CPU, Python's garbage collector (any thread), and its collections by generation.
             "gc_cpu_us_per_sample": (gc_seconds - self.gc0[0]) / started * 1e6,
             "gc_collections": [b - a for a, b in zip(self.gc0[1], gc_collections)],

@@ -42,6 +42,22 @@ def thread_cpu_seconds() -> dict[str, float]:
     return by_name
 
 
+def thread_wakeups() -> dict[str, int]:
+    """Voluntary context switches of this process's live threads, summed by thread name: how
+    often each went to sleep (and so was woken again), e.g. the engine thread's wake-ups."""
+    by_name: dict[str, int] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/status") as f:
+                status = f.read()
+        except OSError:  # the thread ended
+            continue
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        name = fields.get("Name", "?").strip()
+        by_name[name] = by_name.get(name, 0) + int(fields.get("voluntary_ctxt_switches", "0"))
+    return by_name
+
+
 def peak_rss_kb() -> int:
     """Peak resident set size of this process's whole life (ru_maxrss, KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
