@@ -8,6 +8,7 @@
 //! interpreter shutdown never waits on tokio, and tokio never calls into Python.
 
 use crate::transport::Transport;
+use crate::wake_coalescing;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
@@ -109,6 +110,8 @@ fn start_runtime() -> Result<tokio::runtime::Handle, String> {
     if threads == 1 {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .on_thread_park(wake_coalescing::before_sleep)
+            .on_thread_unpark(wake_coalescing::after_wake)
             .build()
             .map_err(|e| format!("could not start the sail-lite runtime: {e}"))?;
         let handle = rt.handle().clone();
@@ -122,6 +125,8 @@ fn start_runtime() -> Result<tokio::runtime::Handle, String> {
         .worker_threads(threads)
         .thread_name(ENGINE_THREAD_NAME)
         .enable_all()
+        .on_thread_park(wake_coalescing::before_sleep)
+        .on_thread_unpark(wake_coalescing::after_wake)
         .build()
         .map_err(|e| format!("could not start the sail-lite runtime: {e}"))?;
     let handle = rt.handle().clone();

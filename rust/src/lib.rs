@@ -1,7 +1,7 @@
 //! `sail_lite._core`: the Rust engine behind sail-lite.
 //!
 //! Pure modules (no Python): `retry`, `poll_planner`, `decode`, `request_body`,
-//! `sample_error`, `hub`, `journal`, `transport`, `http1`, `engine`, `exit_cancel`, `sampler`, `usage_totals`. Binding modules: `py_api`, `emulator_py`.
+//! `sample_error`, `hub`, `journal`, `transport`, `http1`, `engine`, `exit_cancel`, `sampler`, `usage_totals`, `wake_coalescing`. Binding modules: `py_api`, `emulator_py`.
 
 use pyo3::prelude::*;
 
@@ -19,6 +19,7 @@ pub mod sample_error;
 pub mod sampler;
 pub mod transport;
 pub mod usage_totals;
+pub mod wake_coalescing;
 
 #[cfg(feature = "emulator")]
 mod emulator_py;
