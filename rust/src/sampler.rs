@@ -723,8 +723,9 @@ const REPLAN_MIN_WAIT: Duration = Duration::from_millis(100);
 /// often one as the other, so lateness is unchanged on average.
 const POLL_SLOT_FRACTION: f64 = 0.02;
 /// Cold, polls are spread on purpose (scouts probe the prior) and come a cold step (~18%) apart,
-/// so they share coarser slots: ungrouped, each cold poll cost the engine thread two wake-ups
-/// of its own (one to send, one to read), 0.6 more per sample than warm (BENCHMARKS.md).
+/// so they share coarser slots (moved at most 4% of elapsed either way): in 2% slots a cold
+/// cohort's polls came at so many instants that many cost the engine thread two wake-ups of
+/// their own (one to send, one to read): 0.9-1.1 per sample against 0.2-0.3 warm (BENCHMARKS.md).
 const COLD_POLL_SLOT_FRACTION: f64 = 0.08;
 const POLL_MAX_SLOT_MS: f64 = 4096.0;
 /// A re-plan-only wake-up (no poll due yet) adds no lateness, so it is rounded up (to a slot at
