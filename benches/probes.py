@@ -7,6 +7,7 @@ import os
 import resource
 import threading
 import time
+from collections.abc import Callable
 
 _PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 _TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
@@ -26,36 +27,41 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS_PER_SECOND
 
 
-def thread_cpu_seconds() -> dict[str, float]:
-    """CPU of this process's live threads, summed by thread name (the main Python thread,
-    the Rust runtime's workers, ...): where a client's CPU goes."""
+def _sum_by_thread_name(filename: str, measure: Callable[[str], tuple[str, float]]) -> dict[str, float]:
+    """`measure` (the file's text -> thread name, figure) of /proc/self/task/*/`filename`, for
+    this process's live threads, summed by thread name."""
     by_name: dict[str, float] = {}
     for tid in os.listdir("/proc/self/task"):
         try:
-            with open(f"/proc/self/task/{tid}/stat") as f:
-                head, tail = f.read().rsplit(")", 1)
+            with open(f"/proc/self/task/{tid}/{filename}") as f:
+                name, figure = measure(f.read())
         except OSError:  # the thread ended
             continue
-        name = head.split("(", 1)[1]
-        fields = tail.split()
-        by_name[name] = by_name.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / _TICKS_PER_SECOND
+        by_name[name] = by_name.get(name, 0) + figure
     return by_name
 
 
-def thread_wakeups() -> dict[str, int]:
+def _cpu_of_stat(stat: str) -> tuple[str, float]:
+    head, tail = stat.rsplit(")", 1)
+    fields = tail.split()
+    return head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / _TICKS_PER_SECOND
+
+
+def _wakeups_of_status(status: str) -> tuple[str, float]:
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    return fields.get("Name", "?").strip(), int(fields.get("voluntary_ctxt_switches", "0"))
+
+
+def thread_cpu_seconds() -> dict[str, float]:
+    """CPU of this process's live threads, summed by thread name (the main Python thread,
+    the Rust runtime's workers, ...): where a client's CPU goes."""
+    return _sum_by_thread_name("stat", _cpu_of_stat)
+
+
+def thread_wakeups() -> dict[str, float]:
     """Voluntary context switches of this process's live threads, summed by thread name: how
     often each went to sleep (and so was woken again), e.g. the engine thread's wake-ups."""
-    by_name: dict[str, int] = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/status") as f:
-                status = f.read()
-        except OSError:  # the thread ended
-            continue
-        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
-        name = fields.get("Name", "?").strip()
-        by_name[name] = by_name.get(name, 0) + int(fields.get("voluntary_ctxt_switches", "0"))
-    return by_name
+    return _sum_by_thread_name("status", _wakeups_of_status)
 
 
 def peak_rss_kb() -> int:

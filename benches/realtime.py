@@ -68,12 +68,11 @@ def client_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(runs) == 1 or not done:
             out.append(runs[0])
             continue
-        done.sort(key=lambda r: r["client_cpu_us_per_sample"])
-        merged = dict(done[(len(done) - 1) // 2])
+        merged = dict(sorted(done, key=lambda r: r["client_cpu_us_per_sample"])[(len(done) - 1) // 2])
         for key in MEDIAN_FIELDS:
             values = [r[key] for r in done if r.get(key) is not None]
             merged[key] = statistics.median(values) if values else None
-        merged["cpu_runs"] = [round(r["client_cpu_us_per_sample"]) for r in runs if r in done]
+        merged["cpu_runs"] = [round(r["client_cpu_us_per_sample"]) for r in done]
         merged["runs"] = len(runs)
         out.append(merged)
     return out
@@ -120,7 +119,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"#### {sc['title']} (`{key}`)", "",
                   "| client | ok | requests/sample | client CPU µs/sample | lateness p50 | lateness p99 | server req/s | wall s |",
                   "|---|---|---|---|---|---|---|---|"]
-        for r in client_rows(sc["rows"]):
+        rows = client_rows(sc["rows"])
+        for r in rows:
             if r.get("failed"):
                 lines.append(f"| {r['client']} | failed: {str(r['failed']).splitlines()[-1][:160]} | | | | | | |")
                 continue
@@ -130,7 +130,7 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {r['client']} | {r['succeeded']}{' (timed out)' if r['timed_out'] else ''} | {r['requests_per_sample']:.2f} | "
                          f"{cpu:.0f} | {pct(r['lateness_p50'])} | {pct(r['lateness_p99'])} | {0 if rps is None else rps:.0f} | {r['wall_seconds']:.1f} |")
         lines.append("")
-        notes = [line for line in map(histogram_line, client_rows(sc["rows"])) if line]
+        notes = [line for line in map(histogram_line, rows) if line]
         if notes:
             lines += [f"- {line}" for line in notes] + [""]
     return "\n".join(lines)
