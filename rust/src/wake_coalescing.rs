@@ -16,14 +16,14 @@ use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 /// How long the engine gathers answers before sleeping, when answers are arriving steadily.
-pub const WINDOW: Duration = Duration::from_micros(1000);
+const WINDOW: Duration = Duration::from_millis(1);
 
 /// A sleep shorter than this means answers are arriving steadily.
 const SHORT_SLEEP: Duration = Duration::from_millis(1);
 
 /// Whether to gather answers for `WINDOW` before sleeping, given how long the last sleep was
 /// (None: the engine has not slept yet).
-pub fn should_gather(last_sleep: Option<Duration>) -> bool {
+fn should_gather(last_sleep: Option<Duration>) -> bool {
     last_sleep.is_some_and(|d| d < SHORT_SLEEP)
 }
 
